@@ -1,0 +1,1 @@
+"""Pure pipeline stages: no web, queue or DICOM-network imports in this package."""
