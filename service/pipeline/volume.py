@@ -29,6 +29,9 @@ class SeriesInfo:
     # SOP Instance UID of the CT image at each canonical z index (len == nz)
     slice_sop_instance_uids: tuple[str, ...]
     patient_position: str = ""
+    # (0020,0032) Image Position (Patient) z of the CT image at each canonical z index, as stored in the file
+    # (len == nz). Lets an RTSTRUCT put each contour at exactly its slice's z; empty: origin z + k * spacing z.
+    slice_z_mm: tuple[float, ...] = ()
     # Patient / study module attributes copied into derived objects: keyword -> value
     patient_study_attrs: dict[str, object] = field(default_factory=dict)
     source_files: tuple[str, ...] = ()
