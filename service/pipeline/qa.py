@@ -1,0 +1,353 @@
+"""Stage 6: the QA report (versioned pydantic schema, JSON) that goes out with every RTSTRUCT.
+
+What it checks and how the overall ``status`` is decided:
+
+- **fail**: a gland is empty or missing from the model output; the laterality check fails (``Parotid_L`` centroid
+  not at larger LPS x than ``Parotid_R``, i.e. not on the patient's left of it, or a gland's centroid on the wrong
+  side of the body midline).
+- **review**: any plausibility flag: volume outside ``[min_volume_cc, max_volume_cc]``, L/R volume ratio outside
+  ``[min_lr_volume_ratio, max_lr_volume_ratio]``, more than ``max_components_before`` connected components before
+  clean-up, the kept component holding less than ``min_largest_component_fraction`` of the gland's voxels, mean
+  probability inside below ``min_mean_probability``, a mask touching the edge of the CT's field of view (first/last
+  row, column or slice: the gland may be cut off), or a body midline that could not be estimated.
+- **ok**: none of the above. ``ok`` means "nothing unusual detected", never "clinically correct".
+
+Body midline: the median LPS x of the body voxels (HU > ``body_threshold_hu``, largest 26-connected component) in
+the slab of axial slices spanned by the two glands of the pair. The median of the whole head cross-section is
+robust to a one-sided ear, nose tip or mask fragment.
+
+No patient name or ID is ever written into the report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import ndimage
+
+from service.pipeline import metrics
+from service.pipeline.postprocess import GlandMask
+from service.pipeline.volume import Volume
+
+SCHEMA_VERSION: Literal["1.0"] = "1.0"
+Status = Literal["ok", "review", "fail"]
+XYZ = tuple[float, float, float]
+LR_PAIRS: tuple[tuple[str, str], ...] = (("Parotid_L", "Parotid_R"),)
+_SEVERITY_RANK = {"ok": 0, "review": 1, "fail": 2}
+
+
+class QAThresholds(BaseModel):
+    """Operator-tunable limits for the plausibility flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_volume_cc: float = Field(default=5.0, ge=0)
+    max_volume_cc: float = Field(default=80.0, gt=0)
+    min_lr_volume_ratio: float = Field(default=0.5, gt=0)
+    max_lr_volume_ratio: float = Field(default=2.0, gt=0)
+    max_components_before: int = Field(default=3, ge=1)
+    min_largest_component_fraction: float = Field(default=0.8, ge=0, le=1)
+    min_mean_probability: float = Field(default=0.6, ge=0, le=1)
+    body_threshold_hu: float = -500.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QAThresholds:
+        if self.min_volume_cc >= self.max_volume_cc:
+            raise ValueError("min_volume_cc must be < max_volume_cc")
+        if self.min_lr_volume_ratio >= self.max_lr_volume_ratio:
+            raise ValueError("min_lr_volume_ratio must be < max_lr_volume_ratio")
+        return self
+
+
+class QAFlag(BaseModel):
+    severity: Literal["review", "fail"]
+    code: str  # stable, e.g. "empty_gland", "laterality_swapped", "volume_out_of_range"
+    gland: str | None = None
+    message: str
+
+
+class InputSummary(BaseModel):
+    series_instance_uid: str | None
+    num_slices: int
+    grid_shape_zyx: tuple[int, int, int]
+    spacing_mm_zyx: XYZ
+    origin_lps_mm: XYZ  # centre of voxel [0, 0, 0]: the most right, anterior, inferior corner of the grid
+    patient_position: str | None  # (0018,5100) Patient Position, e.g. HFS
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class ReferenceComparison(BaseModel):
+    """The gland against a reference mask on the CT grid (NaN metrics are written as null)."""
+
+    reference_roi: str
+    reference_volume_cc: float
+    dice: float | None
+    iou: float | None
+    hd95_mm: float | None
+    mean_surface_distance_mm: float | None
+    volume_difference_cc: float  # predicted - reference
+    volume_difference_pct: float | None  # 100 * (predicted - reference) / reference; null if reference empty
+
+
+class GlandQA(BaseModel):
+    name: str
+    empty: bool
+    voxel_count: int
+    volume_cc: float
+    centroid_lps_mm: XYZ | None
+    extent_min_lps_mm: XYZ | None  # bounding box of the voxel centres, LPS
+    extent_max_lps_mm: XYZ | None
+    components_before_cleanup: int
+    largest_component_fraction: float
+    mean_probability: float  # 0.0 if empty
+    touches_fov_edge: bool
+    fov_edges_touched: list[str]  # of right/left/anterior/posterior/inferior/superior
+    flags: list[str]  # codes of the QAFlags raised for this gland
+    reference: ReferenceComparison | None = None
+
+
+class LateralityCheck(BaseModel):
+    left: str
+    right: str
+    left_minus_right_x_mm: float | None  # > 0 when the left gland is on the patient's left of the right one
+    body_midline_x_mm: float | None
+    left_on_left_side: bool | None
+    right_on_right_side: bool | None
+    passed: bool | None  # None: not evaluable (a gland empty/missing)
+
+
+class PairQA(BaseModel):
+    left: str
+    right: str
+    lr_volume_ratio: float | None  # volume(left) / volume(right); null if either is empty
+    laterality: LateralityCheck
+
+
+class QAReport(BaseModel):
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    generated_utc: str
+    intended_use: str = "Research use only. Automatic contours: every contour must be reviewed before clinical use."
+    input: InputSummary
+    model: ModelInfo
+    glands: dict[str, GlandQA]
+    pairs: list[PairQA]
+    status: Status
+    reasons: list[QAFlag]
+    notes: list[str] = Field(default_factory=list)
+    stage_times_s: dict[str, float]
+    thresholds: QAThresholds
+
+    def summary_line(self) -> str:
+        """One line for a preview title or a log: model, version, status and the flag codes."""
+        codes = sorted({f"{f.code}({f.gland})" if f.gland else f.code for f in self.reasons})
+        tail = f": {', '.join(codes)}" if codes else ""
+        return f"{self.model.name} {self.model.version} | QA {self.status.upper()}{tail}"
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _input_summary(ct: Volume) -> InputSummary:
+    info = ct.info
+    return InputSummary(
+        series_instance_uid=info.series_instance_uid if info else None,
+        num_slices=ct.shape_zyx[0],
+        grid_shape_zyx=ct.shape_zyx,
+        spacing_mm_zyx=tuple(float(s) for s in ct.spacing_mm_zyx),  # type: ignore[arg-type]
+        origin_lps_mm=tuple(float(o) for o in ct.origin_lps),  # type: ignore[arg-type]
+        patient_position=(info.patient_position or None) if info else None,
+    )
+
+
+_EDGE_NAMES = (("inferior", "superior"), ("anterior", "posterior"), ("right", "left"))  # low/high index per z, y, x
+
+
+def _gland_qa(ct: Volume, gland: GlandMask, th: QAThresholds, flags: list[QAFlag]) -> GlandQA:
+    mask = np.asarray(gland.mask_zyx, dtype=bool)
+    if mask.shape != ct.shape_zyx:
+        raise ValueError(f"{gland.name}: mask shape {mask.shape} != CT grid {ct.shape_zyx}")
+    name = gland.name
+    raised: list[QAFlag] = []
+    count = int(mask.sum())
+    volume = metrics.volume_cc(mask, ct.spacing_mm_zyx)
+    centroid = lo = hi = None
+    edges: list[str] = []
+    if count == 0:
+        raised.append(QAFlag(severity="fail", code="empty_gland", gland=name, message=f"{name} is empty"))
+    else:
+        kji = np.argwhere(mask)
+        centroid = tuple(float(v) for v in ct.index_to_lps(kji.mean(axis=0)))
+        lo = tuple(float(v) for v in ct.index_to_lps(kji.min(axis=0)))
+        hi = tuple(float(v) for v in ct.index_to_lps(kji.max(axis=0)))
+        for axis, (low_name, high_name) in enumerate(_EDGE_NAMES):
+            if kji[:, axis].min() == 0:
+                edges.append(low_name)
+            if kji[:, axis].max() == mask.shape[axis] - 1:
+                edges.append(high_name)
+        if not th.min_volume_cc <= volume <= th.max_volume_cc:
+            raised.append(QAFlag(severity="review", code="volume_out_of_range", gland=name,
+                                 message=f"{name} volume {volume:.1f} cc outside "
+                                         f"[{th.min_volume_cc:g}, {th.max_volume_cc:g}] cc"))
+        if gland.mean_probability < th.min_mean_probability:
+            raised.append(QAFlag(severity="review", code="low_mean_probability", gland=name,
+                                 message=f"{name} mean probability {gland.mean_probability:.2f} "
+                                         f"< {th.min_mean_probability:g}"))
+        if edges:
+            raised.append(QAFlag(severity="review", code="touches_fov_edge", gland=name,
+                                 message=f"{name} touches the {'/'.join(edges)} edge of the CT field of view "
+                                         "(may be cut off)"))
+    if gland.components_before > th.max_components_before:
+        raised.append(QAFlag(severity="review", code="too_many_components", gland=name,
+                             message=f"{name} had {gland.components_before} connected components before clean-up "
+                                     f"(> {th.max_components_before})"))
+    if count and gland.largest_component_fraction < th.min_largest_component_fraction:
+        raised.append(QAFlag(severity="review", code="small_largest_component", gland=name,
+                             message=f"the kept component held only {100 * gland.largest_component_fraction:.0f}% "
+                                     f"of {name}'s voxels before clean-up"))
+    flags.extend(raised)
+    return GlandQA(
+        name=name, empty=count == 0, voxel_count=count, volume_cc=volume,
+        centroid_lps_mm=centroid, extent_min_lps_mm=lo, extent_max_lps_mm=hi,  # type: ignore[arg-type]
+        components_before_cleanup=gland.components_before,
+        largest_component_fraction=gland.largest_component_fraction,
+        mean_probability=gland.mean_probability, touches_fov_edge=bool(edges), fov_edges_touched=edges,
+        flags=[f.code for f in raised],
+    )
+
+
+def estimate_midline_x_mm(ct: Volume, z_range: tuple[int, int], body_threshold_hu: float) -> float | None:
+    """Median LPS x of the largest body component (HU > threshold) in axial slices ``z_range`` (inclusive)."""
+    slab = np.asarray(ct.array_zyx[z_range[0] : z_range[1] + 1]) > body_threshold_hu
+    labelled, n = ndimage.label(slab, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return None
+    largest = int(np.argmax(np.bincount(labelled.ravel())[1:])) + 1
+    i_idx = np.nonzero(labelled == largest)[2]
+    return float(ct.origin_lps[0] + float(np.median(i_idx)) * ct.spacing_mm_zyx[2])
+
+
+def _pair_qa(ct: Volume, left: GlandQA, right: GlandQA, masks: dict[str, np.ndarray], th: QAThresholds,
+             flags: list[QAFlag]) -> PairQA:
+    ratio = None if left.empty or right.empty else left.volume_cc / right.volume_cc
+    if ratio is not None and not th.min_lr_volume_ratio <= ratio <= th.max_lr_volume_ratio:
+        flags.append(QAFlag(severity="review", code="lr_ratio_out_of_range",
+                            message=f"{left.name}/{right.name} volume ratio {ratio:.2f} outside "
+                                    f"[{th.min_lr_volume_ratio:g}, {th.max_lr_volume_ratio:g}]"))
+    lat = LateralityCheck(left=left.name, right=right.name, left_minus_right_x_mm=None, body_midline_x_mm=None,
+                          left_on_left_side=None, right_on_right_side=None, passed=None)
+    if left.centroid_lps_mm is None or right.centroid_lps_mm is None:
+        return PairQA(left=left.name, right=right.name, lr_volume_ratio=ratio, laterality=lat)
+    lat.left_minus_right_x_mm = left.centroid_lps_mm[0] - right.centroid_lps_mm[0]
+    ks = np.flatnonzero((masks[left.name] | masks[right.name]).any(axis=(1, 2)))
+    midline = estimate_midline_x_mm(ct, (int(ks[0]), int(ks[-1])), th.body_threshold_hu)
+    lat.passed = lat.left_minus_right_x_mm > 0
+    if not lat.passed:
+        flags.append(QAFlag(severity="fail", code="laterality_swapped",
+                            message=f"{left.name} centroid x {left.centroid_lps_mm[0]:.1f} mm is not on the patient's "
+                                    f"left of {right.name} centroid x {right.centroid_lps_mm[0]:.1f} mm (LPS, +x = "
+                                    "patient's left)"))
+    if midline is None:
+        flags.append(QAFlag(severity="review", code="midline_unavailable",
+                            message=f"no body (HU > {th.body_threshold_hu:g}) found on the gland slices: "
+                                    "side-of-midline check not done"))
+        return PairQA(left=left.name, right=right.name, lr_volume_ratio=ratio, laterality=lat)
+    lat.body_midline_x_mm = midline
+    lat.left_on_left_side = left.centroid_lps_mm[0] > midline
+    lat.right_on_right_side = right.centroid_lps_mm[0] < midline
+    sides = ((left.name, left.centroid_lps_mm[0], lat.left_on_left_side, "left"),
+             (right.name, right.centroid_lps_mm[0], lat.right_on_right_side, "right"))
+    for name, x_mm, ok, side in sides:
+        if not ok:
+            flags.append(QAFlag(severity="fail", code="wrong_side_of_midline", gland=name,
+                                message=f"{name} centroid x {x_mm:.1f} mm is not on the patient's {side} of the "
+                                        f"body midline x {midline:.1f} mm"))
+    lat.passed = bool(lat.passed and lat.left_on_left_side and lat.right_on_right_side)
+    return PairQA(left=left.name, right=right.name, lr_volume_ratio=ratio, laterality=lat)
+
+
+def _find_reference(name: str, reference: dict[str, np.ndarray]) -> str | None:
+    if name in reference:
+        return name
+    matches = [k for k in reference if k.lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _compare(ct: Volume, gland: GlandMask, ref_name: str, ref: np.ndarray, volume: float) -> ReferenceComparison:
+    ref = np.asarray(ref, dtype=bool)
+    if ref.shape != ct.shape_zyx:
+        raise ValueError(f"reference {ref_name}: shape {ref.shape} != CT grid {ct.shape_zyx}")
+    ref_cc = metrics.volume_cc(ref, ct.spacing_mm_zyx)
+    hd95, msd = metrics.surface_metrics_mm(gland.mask_zyx, ref, ct.spacing_mm_zyx)
+    return ReferenceComparison(
+        reference_roi=ref_name, reference_volume_cc=ref_cc,
+        dice=_finite_or_none(metrics.dice(gland.mask_zyx, ref)), iou=_finite_or_none(metrics.iou(gland.mask_zyx, ref)),
+        hd95_mm=_finite_or_none(hd95), mean_surface_distance_mm=_finite_or_none(msd),
+        volume_difference_cc=volume - ref_cc,
+        volume_difference_pct=100.0 * (volume - ref_cc) / ref_cc if ref_cc > 0 else None,
+    )
+
+
+def build_qa(ct: Volume, glands: dict[str, GlandMask], *, model_name: str, model_version: str,
+             stage_times_s: dict[str, float], reference: dict[str, np.ndarray] | None = None,
+             thresholds: QAThresholds | None = None) -> QAReport:
+    """Build the QA report for the glands segmented on ``ct`` (all masks on the CT grid, canonical LPS order).
+
+    ``reference`` maps ROI name -> mask on the CT grid; each gland is compared with the ROI of the same name
+    (exact, else case-insensitive).
+    """
+    th = thresholds or QAThresholds()
+    flags: list[QAFlag] = []
+    notes: list[str] = []
+    gland_qa = {name: _gland_qa(ct, g, th, flags) for name, g in glands.items()}
+    pairs: list[PairQA] = []
+    for left, right in LR_PAIRS:
+        missing = [n for n in (left, right) if n not in glands]
+        for n in missing:
+            flags.append(QAFlag(severity="fail", code="missing_gland", gland=n, message=f"no {n} in the model output"))
+        if not missing:
+            masks = {n: np.asarray(glands[n].mask_zyx, dtype=bool) for n in (left, right)}
+            pairs.append(_pair_qa(ct, gland_qa[left], gland_qa[right], masks, th, flags))
+    if reference is not None:
+        for name, g in glands.items():
+            ref_name = _find_reference(name, reference)
+            if ref_name is None:
+                notes.append(f"no reference ROI named {name}; reference ROIs: {sorted(reference)}")
+                continue
+            gland_qa[name].reference = _compare(ct, g, ref_name, reference[ref_name], gland_qa[name].volume_cc)
+    status: Status = "ok"
+    for f in flags:
+        if _SEVERITY_RANK[f.severity] > _SEVERITY_RANK[status]:
+            status = f.severity
+    return QAReport(
+        generated_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        input=_input_summary(ct), model=ModelInfo(name=model_name, version=model_version),
+        glands=gland_qa, pairs=pairs, status=status,
+        reasons=sorted(flags, key=lambda f: -_SEVERITY_RANK[f.severity]), notes=notes,
+        stage_times_s={k: float(v) for k, v in stage_times_s.items()}, thresholds=th,
+    )
+
+
+def write_qa_json(report: QAReport, path: Path) -> None:
+    """Write the report as indented JSON atomically (temp file in the same directory, then ``os.replace``)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(report.model_dump_json(indent=2))
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
