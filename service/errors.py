@@ -36,6 +36,9 @@ class ErrorCode(StrEnum):
     MODEL_INTEGRITY = "MODEL_INTEGRITY"
     # training data
     BAD_TRAINING_DATA = "BAD_TRAINING_DATA"
+    # series loading (added with stage 1)
+    MULTIFRAME_NOT_SUPPORTED = "MULTIFRAME_NOT_SUPPORTED"
+    INCONSISTENT_SERIES = "INCONSISTENT_SERIES"
 
 
 class InputError(Exception):

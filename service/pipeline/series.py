@@ -1,0 +1,140 @@
+"""Stage 1: load and validate one CT series into a canonical :class:`~service.pipeline.volume.Volume`.
+
+Two passes: every header is read once without pixel data (``stop_before_pixels``) to find, group and validate
+the series, then each slice of the chosen series is read with its pixels and decoded once. Every rejection is an
+:class:`~service.errors.InputError` with a stable code whose message names the file and the DICOM attribute.
+See ``series_scan`` (discovery, series choice), ``series_geometry`` (ordering, geometry, tolerances) and
+``series_pixels`` (decoding, Hounsfield units).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from service.errors import ErrorCode, InputError
+from service.pipeline.series_geometry import plan_grid
+from service.pipeline.series_pixels import check_pixel_format, read_hu_slice
+from service.pipeline.series_scan import CtFile, scan_inputs, select_series, tag_label
+from service.pipeline.volume import SeriesInfo, Volume
+
+log = logging.getLogger(__name__)
+
+# Patient and study module attributes copied into derived objects (RTSTRUCT), when present.
+PATIENT_STUDY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+)
+
+
+def _text(f: CtFile, keyword: str) -> str:
+    value = f.ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _check_identity(files: Sequence[CtFile]) -> None:
+    """(0008,0018) SOP Instance UID unique and present; (0010,0020) Patient ID and (0020,000D) Study Instance UID
+    present (study) and the same on every slice. Values are not echoed: they may identify the patient."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        sop = _text(f, "SOPInstanceUID")
+        if not sop:
+            raise InputError(ErrorCode.MISSING_ATTRIBUTE, f"{f.path}: missing {tag_label('SOPInstanceUID')}")
+        if sop in seen:
+            raise InputError(
+                ErrorCode.DUPLICATE_POSITION,
+                f"{seen[sop]} and {f.path} are the same image ({tag_label('SOPInstanceUID')} {sop}); "
+                "pass each slice once",
+            )
+        seen[sop] = f.path
+    if not _text(files[0], "StudyInstanceUID"):
+        raise InputError(ErrorCode.MISSING_ATTRIBUTE, f"{files[0].path}: missing {tag_label('StudyInstanceUID')}")
+    for keyword in ("PatientID", "StudyInstanceUID"):
+        ref = _text(files[0], keyword)
+        for f in files[1:]:
+            if _text(f, keyword) != ref:
+                raise InputError(
+                    ErrorCode.INCONSISTENT_SERIES,
+                    f"{f.path} and {files[0].path} share a series UID but differ in {tag_label(keyword)}",
+                )
+
+
+def load_series(
+    inputs: Path | Sequence[Path],
+    *,
+    series_uid: str | None = None,
+    min_slices: int = 1,
+    max_voxels: int = 1024 * 1024 * 1024,
+) -> Volume:
+    """Load one CT series (CT Image Storage, 1.2.840.10008.5.1.4.1.1.2) as float32 HU in canonical LPS order.
+
+    ``inputs`` is a folder (searched recursively) or a list of files and/or folders. Files that are not DICOM and
+    DICOM objects that are not images (RTSTRUCT, RTPLAN, SR, ...) are ignored. ``series_uid`` picks one of several
+    CT series by (0020,000E) Series Instance UID. Slices are ordered by (0020,0032) Image Position (Patient) along
+    the normal of (0020,0037) Image Orientation (Patient); rows, columns and slices are flipped (or transposed)
+    into the canonical order of ``volume.py`` whatever the patient position (HFS, FFS, HFP, FFP, ...). HU come
+    from (0028,1053) Rescale Slope and (0028,1052) Rescale Intercept.
+
+    Raises InputError with codes EMPTY_INPUT, NO_CT_SERIES, NOT_CT, MULTIPLE_SERIES, SERIES_NOT_FOUND,
+    MULTIFRAME_NOT_SUPPORTED, TOO_FEW_SLICES, MISSING_ATTRIBUTE, INCONSISTENT_SERIES, INCONSISTENT_GEOMETRY,
+    OBLIQUE_ORIENTATION, GANTRY_TILT, DUPLICATE_POSITION, NONUNIFORM_SPACING, TOO_LARGE, CORRUPT_FILE,
+    UNSUPPORTED_TRANSFER_SYNTAX or PIXEL_DATA_ERROR.
+    """
+    scan = scan_inputs(inputs if isinstance(inputs, str | os.PathLike) else list(inputs))
+    uid, files = select_series(scan, series_uid)
+    if len(files) < min_slices:
+        raise InputError(
+            ErrorCode.TOO_FEW_SLICES,
+            f"CT series {uid} (e.g. {files[0].path}) has {len(files)} slice(s); at least {min_slices} are needed",
+        )
+    _check_identity(files)
+    layout = plan_grid(files)
+    n_voxels = int(np.prod(layout.shape_zyx, dtype=np.int64))
+    if n_voxels > max_voxels:
+        nz, ny, nx = layout.shape_zyx
+        raise InputError(
+            ErrorCode.TOO_LARGE,
+            f"CT series {uid} (e.g. {files[0].path}) has {nz} x {ny} x {nx} = {n_voxels} voxels, more than the "
+            f"limit of {max_voxels}",
+        )
+    formats = [check_pixel_format(f) for f in files]
+
+    array_zyx = np.empty(layout.shape_zyx, dtype=np.float32)
+    rows, cols = int(files[0].ds.Rows), int(files[0].ds.Columns)
+    for k, idx in enumerate(layout.order):
+        hu = read_hu_slice(files[idx].path, formats[idx], rows, cols)
+        array_zyx[k] = layout.to_canonical(hu)
+    ordered = [files[i] for i in layout.order]
+    first = ordered[0]
+    attrs: dict[str, object] = {kw: _text(first, kw) for kw in PATIENT_STUDY_KEYWORDS if kw in first.ds}
+    info = SeriesInfo(
+        series_instance_uid=uid,
+        study_instance_uid=_text(first, "StudyInstanceUID"),
+        frame_of_reference_uid=_text(first, "FrameOfReferenceUID"),
+        sop_class_uid=_text(first, "SOPClassUID"),
+        slice_sop_instance_uids=tuple(_text(f, "SOPInstanceUID") for f in ordered),
+        patient_position=_text(first, "PatientPosition"),
+        patient_study_attrs=attrs,
+        source_files=tuple(str(f.path) for f in ordered),
+    )
+    log.info(
+        "loaded CT series: %d slices, shape %s, spacing %s mm, transfer syntax %s",
+        len(files),
+        layout.shape_zyx,
+        tuple(round(s, 4) for s in layout.spacing_mm_zyx),
+        formats[0].transfer_syntax,
+    )
+    return Volume(array_zyx, layout.spacing_mm_zyx, layout.origin_lps, info)

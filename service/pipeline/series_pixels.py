@@ -1,0 +1,100 @@
+"""Check that a CT slice's pixels can be decoded, then decode them once into Hounsfield units.
+
+Reads (0002,0010) Transfer Syntax UID, (0028,0002) Samples per Pixel, (0028,0004) Photometric Interpretation,
+(0028,0100) Bits Allocated, (0028,1052) Rescale Intercept, (0028,1053) Rescale Slope and (7FE0,0010) Pixel Data.
+Compressed syntaxes (JPEG Lossless .57/.70, JPEG 2000 .90/.91, RLE Lossless, JPEG-LS, ...) are decoded by
+pydicom's pixel handlers with the pylibjpeg plugins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID
+
+from service.errors import ErrorCode, InputError
+from service.pipeline.series_geometry import read_numbers
+from service.pipeline.series_scan import CtFile, read_dataset, tag_label
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    transfer_syntax: UID
+    rescale_slope: float
+    rescale_intercept: float
+
+
+def _syntax_label(ts: UID) -> str:
+    return f"{ts} ({ts.name})" if ts.name != str(ts) else str(ts)
+
+
+def check_pixel_format(f: CtFile) -> PixelFormat:
+    """Refuse, before any decoding, what cannot become HU: unknown transfer syntax, colour, missing rescale."""
+    ds, path = f.ds, f.path
+    ts = UID(str(ds.file_meta.TransferSyntaxUID))
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as exc:
+        raise InputError(
+            ErrorCode.UNSUPPORTED_TRANSFER_SYNTAX,
+            f"{path}: {tag_label('TransferSyntaxUID')} {_syntax_label(ts)} cannot be decoded; send the series "
+            "uncompressed, or as JPEG Lossless, JPEG 2000 or RLE",
+        ) from exc
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise InputError(
+            ErrorCode.UNSUPPORTED_TRANSFER_SYNTAX,
+            f"{path}: no installed pixel decoder for {tag_label('TransferSyntaxUID')} {_syntax_label(ts)} ({missing})",
+        )
+    samples = ds.get("SamplesPerPixel", 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputError(
+            ErrorCode.PIXEL_DATA_ERROR,
+            f"{path}: a CT image must be greyscale; {tag_label('SamplesPerPixel')} is {samples} and "
+            f"{tag_label('PhotometricInterpretation')} is '{photometric}'",
+        )
+    slope = read_numbers(ds, "RescaleSlope", 1, path)[0]
+    intercept = read_numbers(ds, "RescaleIntercept", 1, path)[0]
+    if slope == 0:
+        raise InputError(ErrorCode.MISSING_ATTRIBUTE, f"{path}: invalid {tag_label('RescaleSlope')} 0")
+    return PixelFormat(ts, slope, intercept)
+
+
+def read_hu_slice(path: Path, fmt: PixelFormat, rows: int, cols: int) -> np.ndarray:
+    """Read ``path`` with its pixels, decode them once and apply Rescale Slope/Intercept: (rows, cols) float32 HU."""
+    ds, _ = read_dataset(path, stop_before_pixels=False)
+    if ds is None:
+        raise InputError(ErrorCode.CORRUPT_FILE, f"{path}: no longer readable as DICOM")
+    if "PixelData" not in ds:
+        raise InputError(ErrorCode.CORRUPT_FILE, f"{path}: no (7FE0,0010) Pixel Data (truncated file?)")
+    if not fmt.transfer_syntax.is_encapsulated:
+        bits = int(ds.get("BitsAllocated", 16))
+        expected = rows * cols * ((bits + 7) // 8) if bits >= 8 else (rows * cols * bits + 7) // 8
+        if len(ds.PixelData) < expected:
+            raise InputError(
+                ErrorCode.CORRUPT_FILE,
+                f"{path}: (7FE0,0010) Pixel Data has {len(ds.PixelData)} bytes, {rows}x{cols} pixels of "
+                f"{bits} bits need {expected} (truncated file?)",
+            )
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # decoder plugins raise assorted types on bad streams
+        raise InputError(
+            ErrorCode.PIXEL_DATA_ERROR,
+            f"{path}: (7FE0,0010) Pixel Data could not be decoded as {_syntax_label(fmt.transfer_syntax)}: {exc}",
+        ) from exc
+    if stored.shape != (rows, cols):
+        raise InputError(
+            ErrorCode.PIXEL_DATA_ERROR,
+            f"{path}: decoded Pixel Data has shape {stored.shape}, {tag_label('Rows')}/{tag_label('Columns')} say "
+            f"({rows}, {cols})",
+        )
+    hu = stored.astype(np.float64)
+    if fmt.rescale_slope != 1.0:
+        hu *= fmt.rescale_slope
+    hu += fmt.rescale_intercept
+    return hu.astype(np.float32)
