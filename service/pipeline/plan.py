@@ -28,8 +28,10 @@ class Plan(BaseModel):
     hu_scale: float = 250.0
     # label index -> ROI name; index 0 is background. Softmax channel order.
     labels: tuple[str, ...] = ("background", "Parotid_R", "Parotid_L")
-    # sliding-window inference
-    patch_size_zyx: tuple[int, int, int] = (48, 96, 96)
+    # training patch size
+    patch_size_zyx: tuple[int, int, int] = (32, 96, 96)
+    # sliding-window inference: the largest window passed to the network at once, and the window overlap
+    inference_window_zyx: tuple[int, int, int] = (128, 160, 160)
     overlap: float = Field(0.5, ge=0.0, lt=1.0)
     # every patch dimension must be divisible by this (2 ** number of poolings)
     size_divisor: int = 16
@@ -42,7 +44,7 @@ class Plan(BaseModel):
             raise ValueError("spacing must be positive")
         return v
 
-    @field_validator("patch_size_zyx")
+    @field_validator("patch_size_zyx", "inference_window_zyx")
     @classmethod
     def _positive_patch(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
         if any(s <= 0 for s in v):

@@ -1,0 +1,1 @@
+"""Training data readers. Each yields ``CaseData`` in the canonical LPS order shared with serving."""
