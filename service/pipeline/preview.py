@@ -159,7 +159,7 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
     if not rows:
         rows.append(("grid centre (no gland)", tuple(s // 2 for s in ct.shape_zyx)))  # type: ignore[arg-type]
 
-    fig = Figure(figsize=(13.5, 4.4 * len(rows) + 0.9), dpi=100, facecolor="white")
+    fig = Figure(figsize=(13.5, 4.6 * len(rows) + 1.0), dpi=100, facecolor="white", layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for (row_name, centre), row_axes in zip(rows, axes, strict=True):
@@ -170,11 +170,10 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
         label = f"{name}: {volume_cc(m, ct.spacing_mm_zyx):.1f} cc" if m.any() else f"{name}: EMPTY (no contour)"
         handles.append(Line2D([], [], color=colours[name], linewidth=2.5, label=label))
     if handles:
-        fig.legend(handles=handles, loc="upper right", fontsize=10, frameon=True)
+        fig.legend(handles=handles, loc="outside upper right", fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"
     fig.suptitle(f"{heading}\nsoft-tissue window W400/L40 · radiological view · research use, review every contour",
-                 fontsize=11, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
+                 fontsize=11, x=0.01, ha="left")
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
