@@ -78,12 +78,14 @@ def clean_mask(label_mask_zyx: np.ndarray) -> tuple[np.ndarray, int, float]:
         return out, 0, 1.0
     sub = label_mask_zyx[box]
     labelled, n = ndimage.label(sub, structure=_STRUCT_26)
-    sizes = np.bincount(labelled.ravel())[1:]
+    sizes = np.bincount(labelled[labelled > 0], minlength=n + 1)[1:]
     keep = int(np.argmax(sizes)) + 1
     largest = labelled == keep
-    filled = ndimage.binary_fill_holes(largest)  # 3D cavities, background 6-connected (default structure)
-    filled = fill_holes_axial(filled)
-    out[box] = filled
+    # fill only around the kept component: stray voxels elsewhere can make ``box`` the whole grid
+    inner = _bbox(largest) or (slice(None),) * largest.ndim
+    filled = ndimage.binary_fill_holes(largest[inner])  # 3D cavities, background 6-connected (default structure)
+    largest[inner] = fill_holes_axial(filled)
+    out[box] = largest
     return out, int(n), float(sizes[keep - 1] / sizes.sum())
 
 

@@ -233,7 +233,7 @@ def estimate_midline_x_mm(ct: Volume, z_range: tuple[int, int], body_threshold_h
     labelled, n = ndimage.label(slab, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return None
-    largest = int(np.argmax(np.bincount(labelled.ravel())[1:])) + 1
+    largest = int(np.argmax(np.bincount(labelled[labelled > 0])[1:])) + 1
     i_idx = np.nonzero(labelled == largest)[2]
     return float(ct.origin_lps[0] + float(np.median(i_idx)) * ct.spacing_mm_zyx[2])
 
