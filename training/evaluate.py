@@ -1,0 +1,167 @@
+"""Evaluate a bundle on a split: ``python -m training.evaluate --bundle model_store/NAME/VERSION --data-dir DIR``.
+
+Runs the service's own inference path (``load_bundle`` -> preprocess -> predict -> back to the CT grid ->
+postprocess) on every patient and compares with the reference contours on the patient's native grid. Writes
+``per_patient.csv``, ``summary.json`` (mean, median, SD of Dice and IoU per gland, HD95 and mean surface distance
+in mm, volumes) and ``bland_altman.png`` (predicted vs reference gland volumes). ``--update-bundle`` stores the
+summary in the bundle's metrics.json, regenerates MODEL_CARD.md and the checksums. Refuses OpenKBP ``test-pats``
+unless ``--holdout-final-report`` is given (a one-off final report, never used for selection or tuning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _summary(rows: list[dict], glands: tuple[str, ...]) -> dict:
+    out = {}
+    for g in glands:
+        r = [x for x in rows if x["gland"] == g and x["reference_present"]]
+        if not r:
+            continue
+
+        def col(k: str, r=r) -> np.ndarray:
+            return np.array([x[k] for x in r], dtype=float)
+
+        d, j, h, m = col("dice"), col("iou"), col("hd95_mm"), col("msd_mm")
+        out[g] = {
+            "n": len(r),
+            "dice_mean": float(np.mean(d)), "dice_median": float(np.median(d)), "dice_std": float(np.std(d, ddof=1))
+            if len(d) > 1 else 0.0,
+            "iou_mean": float(np.mean(j)), "iou_median": float(np.median(j)),
+            "iou_std": float(np.std(j, ddof=1)) if len(j) > 1 else 0.0,
+            "hd95_mm_mean": float(np.nanmean(h)), "hd95_mm_median": float(np.nanmedian(h)),
+            "msd_mm_mean": float(np.nanmean(m)), "msd_mm_median": float(np.nanmedian(m)),
+            "volume_diff_cc_mean": float(np.mean(col("pred_cc") - col("ref_cc"))),
+        }
+    return out
+
+
+def bland_altman(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), constrained_layout=True)
+    for g, color in (("Parotid_L", "tab:blue"), ("Parotid_R", "tab:orange")):
+        r = [x for x in rows if x["gland"] == g and x["reference_present"]]
+        if not r:
+            continue
+        p = np.array([x["pred_cc"] for x in r])
+        t = np.array([x["ref_cc"] for x in r])
+        ax.scatter((p + t) / 2, p - t, s=18, color=color, label=g, alpha=0.8)
+    allr = [x for x in rows if x["reference_present"]]
+    diff = np.array([x["pred_cc"] - x["ref_cc"] for x in allr])
+    if diff.size:
+        mean, sd = float(diff.mean()), float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+        ax.axhline(mean, color="k", lw=1, label=f"mean diff {mean:+.2f} cc")
+        for s in (-1.96, 1.96):
+            ax.axhline(mean + s * sd, color="k", lw=1, ls="--")
+        ax.text(0.99, 0.02, f"limits of agreement {mean - 1.96 * sd:+.1f} / {mean + 1.96 * sd:+.1f} cc",
+                transform=ax.transAxes, ha="right", fontsize=8)
+    ax.set_xlabel("mean of predicted and reference volume (cc)")
+    ax.set_ylabel("predicted - reference volume (cc)")
+    ax.set_title("Bland-Altman: parotid gland volumes")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path) -> dict:
+    from service.model_bundle import BundleRef, load_bundle
+    from service.pipeline import metrics as M
+    from service.pipeline.infer import predict_probabilities, probabilities_to_ct_grid
+    from service.pipeline.postprocess import postprocess
+    from service.pipeline.preprocess import preprocess_volume
+    from service.pipeline.volume import Volume
+    from training.data.case import SkipReport
+    from training.prepare import iter_cases
+
+    loaded = load_bundle(BundleRef(bundle.parent.name, bundle.name, bundle))
+    plan = loaded.plan
+    glands = tuple(plan.labels[1:])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = SkipReport({})
+    rows: list[dict] = []
+    times = []
+    for case in iter_cases(data_dir, fmt, report):
+        t0 = time.perf_counter()
+        ct = Volume(case.hu_zyx, case.spacing_mm_zyx, (0.0, 0.0, 0.0))
+        probs = predict_probabilities(loaded.predict, preprocess_volume(ct, plan), plan)
+        probs_ct = probabilities_to_ct_grid(probs, plan, ct.spacing_mm_zyx, ct.shape_zyx)
+        pred = postprocess(probs_ct, plan.labels)
+        times.append(time.perf_counter() - t0)
+        for g in glands:
+            pm = pred[g].mask_zyx
+            present = g in case.masks
+            ref = case.masks.get(g, np.zeros_like(pm))
+            row = {"patient": case.case_id, "gland": g, "reference_present": present,
+                   "pred_cc": M.volume_cc(pm, ct.spacing_mm_zyx), "ref_cc": M.volume_cc(ref, ct.spacing_mm_zyx)}
+            if present:
+                hd95, msd = M.surface_metrics_mm(pm, ref, ct.spacing_mm_zyx)
+                row.update(dice=M.dice(pm, ref), iou=M.iou(pm, ref), hd95_mm=hd95, msd_mm=msd)
+            rows.append(row)
+        done = [r for r in rows if r["patient"] == case.case_id and r["reference_present"]]
+        print(f"{case.case_id}: " + ", ".join(f"{r['gland']} Dice {r['dice']:.3f}" for r in done),
+              file=sys.stderr, flush=True)
+    fields = ["patient", "gland", "reference_present", "dice", "iou", "hd95_mm", "msd_mm", "pred_cc", "ref_cc"]
+    with (out_dir / "per_patient.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    summary = {
+        "bundle": f"{bundle.parent.name}:{bundle.name}", "data_dir": str(data_dir), "format": fmt,
+        "n_patients": len({r["patient"] for r in rows}), "skipped": report.skipped,
+        "grid": "each patient's native grid", "summary": _summary(rows, glands),
+        "seconds_per_patient_median": float(np.median(times)) if times else None,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    bland_altman(rows, out_dir / "bland_altman.png")
+    return summary
+
+
+def update_bundle(bundle: Path, summary: dict) -> None:
+    from service.model_bundle import write_checksums
+    from service.pipeline.plan import Plan
+    from training.model_card import write_model_card
+
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    metrics["validation"] = summary
+    (bundle / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_card(bundle, bundle.parent.name, bundle.name, metrics, Plan.load(bundle / "plan.json"))
+    write_checksums(bundle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--format", choices=["openkbp", "dicom", "nifti"], default="openkbp")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--update-bundle", action="store_true")
+    p.add_argument("--holdout-final-report", action="store_true")
+    args = p.parse_args(argv)
+    if args.data_dir.name == "test-pats" and not args.holdout_final_report:
+        print("error[BAD_TRAINING_DATA]: test-pats is the independent holdout; use --holdout-final-report only for"
+              " a one-off final report", file=sys.stderr)
+        return 2
+    summary = evaluate(args.bundle, args.data_dir, args.format, args.output)
+    for g, s in summary["summary"].items():
+        print(f"{g}: n={s['n']} Dice median {s['dice_median']:.3f} mean {s['dice_mean']:.3f} "
+              f"SD {s['dice_std']:.3f}; HD95 median {s['hd95_mm_median']:.1f} mm", file=sys.stderr)
+    if args.update_bundle:
+        update_bundle(args.bundle, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""MODEL_CARD.md for a bundle, generated from its metrics.json and plan (never hand-edited numbers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.pipeline.plan import Plan
+
+
+def _fmt(x: object, nd: int = 3) -> str:
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def _validation_table(val: dict) -> str:
+    rows = ["| gland | n | Dice mean | Dice median | Dice SD | IoU mean | IoU median | HD95 mm median | "
+            "MSD mm median |", "|---|---|---|---|---|---|---|---|---|"]
+    for gland, s in val["summary"].items():
+        rows.append(
+            f"| {gland} | {s['n']} | {_fmt(s['dice_mean'])} | {_fmt(s['dice_median'])} | {_fmt(s['dice_std'])} | "
+            f"{_fmt(s['iou_mean'])} | {_fmt(s['iou_median'])} | {_fmt(s['hd95_mm_median'], 1)} | "
+            f"{_fmt(s['msd_mm_median'], 2)} |"
+        )
+    return "\n".join(rows)
+
+
+def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan: Plan) -> None:
+    tr = metrics.get("training", {})
+    data = metrics.get("data", {})
+    val = metrics.get("validation")
+    excluded = data.get("train_patients_excluded_missing_gland", [])
+    lines = [
+        f"# Model card: {name} {version}",
+        "",
+        "**Research use only. Not for clinical decisions.** Every contour must be reviewed and approved by a",
+        "qualified person before any use in treatment planning.",
+        "",
+        "## What it does",
+        "Segments the left and right parotid glands (TG-263 `Parotid_L`, `Parotid_R`) on head-and-neck CT.",
+        f"Network: {tr.get('architecture')} 3D U-Net (Keras 3), {tr.get('base_filters')} base filters, layer",
+        "normalisation, softmax over background / Parotid_R / Parotid_L. Loss: "
+        + ("0.7 x (1 - modified Dice) + 0.3 x focal (gamma 1, alpha 0.3/0.35/0.35)." if tr.get("loss") == "combined"
+           else f"{tr.get('loss')}."),
+        "",
+        "## Data and splits",
+        "OpenKBP grand-challenge dataset (Babier et al., Med. Phys. 48 (2021) 5549-5561; github.com/ababier/open-kbp),",
+        "head-and-neck cancer patients treated with IMRT, CT stored at about 3.8-5.4 mm in-plane and 1.5-3.3 mm",
+        "between slices, clinical contours from the source clinics.",
+        f"- Training: `train-pats`, {data.get('train_patients_used')} patients used; "
+        f"{len(excluded)} left out because a parotid was not contoured (a missing gland must not be learnt as "
+        f"background); unreadable/absent in the copy used: {len(data.get('train_skipped', {}))}.",
+        f"- Model selection (best validation Dice checkpoint) and early stopping: `validation-pats` "
+        f"({data.get('val_patients_per_epoch')} patients per epoch).",
+        "- `test-pats` is an independent holdout: it was never read by training, tuning or selection.",
+        "- The copy of OpenKBP available to us lacks files of 4 MiB and more: 54 of the 340 CTs are absent.",
+        "",
+        "## Preprocessing contract (plan.json)",
+        f"Resampled to {plan.spacing_mm_zyx} mm (z, y, x), HU clipped to {plan.hu_clip} and scaled by "
+        f"1/{plan.hu_scale}; training patches {plan.patch_size_zyx}; inference window "
+        f"{plan.inference_window_zyx} on the body's bounding box; postprocessing keeps the largest connected "
+        "component per gland and fills holes.",
+        "",
+        "## Training",
+        f"Epochs: {tr.get('epoch')}, patches seen: {tr.get('samples_seen')}, training wall time: "
+        f"{_fmt(tr.get('train_seconds'), 0)} s on 2 CPU cores (PyTorch backend); best per-epoch validation "
+        f"Dice (model grid, subset) {_fmt(tr.get('best_dice'))} at epoch {tr.get('best_dice_epoch')}.",
+        "",
+        "## Measured performance",
+    ]
+    if val:
+        lines += [
+            f"Measured with `make evaluate` on {val['n_patients']} OpenKBP `validation-pats` patients, on each "
+            "patient's native OpenKBP grid, after postprocessing (the same code path as the service).",
+            "",
+            _validation_table(val),
+            "",
+            "The validation set was also used for checkpoint selection, so these numbers are optimistic by the",
+            "selection effect; no test-set numbers are reported because test-pats is kept as a holdout.",
+        ]
+    else:
+        lines.append("Not yet evaluated (run `make evaluate` with `--update-bundle`).")
+    lines += [
+        "",
+        "## Known limitations",
+        "- Trained and evaluated at OpenKBP's coarse resolution (~4 mm in-plane); boundary accuracy on 1 mm",
+        "  clinical CT is bounded by that. The published study (median Dice 0.88 L / 0.87 R) used 1 mm data.",
+        "- Contouring conventions of the OpenKBP source clinics (e.g. inclusion of the deep lobe, vessels).",
+        "- Head-and-neck CT only, adult anatomy; unusual anatomy (resected glands, large tumours invading the",
+        "  gland, metal artefacts) is not represented and is flagged for review only through the QA checks.",
+        "- The QA checks (volume, laterality, components, probability) catch gross failures, not subtle ones.",
+        "",
+    ]
+    (bundle / "MODEL_CARD.md").write_text("\n".join(lines))
