@@ -1,0 +1,70 @@
+# parotid-seg: every target bootstraps what it needs (virtual environment, Debian tools).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+# training / evaluation variables
+DATA ?= .cache/openkbp/provided-data
+TRAIN_DIR ?= $(DATA)/train-pats
+VAL_DIR ?= $(DATA)/validation-pats
+FORMAT ?= openkbp
+ARCH ?= residual
+FILTERS ?= 8
+EPOCHS ?= 60
+STEPS ?= 150
+MINUTES ?= 125
+RUN ?= runs/parotid-$(ARCH)
+NAME ?= parotid-unet3d
+VERSION ?= $(shell date +%Y.%m.%d)-$(ARCH)
+BUNDLE ?= model_store/$(NAME)/$(VERSION)
+EVAL_OUT ?= runs/eval-$(notdir $(BUNDLE))
+OPENKBP_GIT ?= /work/.mirror/ababier+open-kbp/repo
+
+.PHONY: venv tools lint typecheck test test-fast retrain export evaluate openkbp-data clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[service,train,test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+tools:
+	bash scripts/install-debian-tools.sh
+
+lint: venv
+	$(BIN)/ruff check service training tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv tools lint typecheck
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -x -m "not slow"
+
+# Export the OpenKBP train/validation splits from a git copy of github.com/ababier/open-kbp (never test-pats).
+openkbp-data:
+	scripts/export_openkbp.sh $(OPENKBP_GIT) $(DATA:/provided-data=)
+
+# Train (resumable: run it again after an interruption), export the best-validation-Dice checkpoint as a bundle,
+# evaluate it on the validation split and write the metrics into the bundle and its model card.
+retrain: venv
+	KERAS_BACKEND=$${KERAS_BACKEND:-torch} $(BIN)/python -m training.train --train-dir $(TRAIN_DIR) \
+	  --val-dir $(VAL_DIR) --format $(FORMAT) --output $(RUN) --architecture $(ARCH) --base-filters $(FILTERS) \
+	  --epochs $(EPOCHS) --steps-per-epoch $(STEPS) --max-minutes $(MINUTES)
+	$(MAKE) export evaluate RUN=$(RUN) VERSION=$(VERSION)
+
+export: venv
+	KERAS_BACKEND=tensorflow $(BIN)/python -m training.export --run $(RUN) --name $(NAME) --version $(VERSION)
+
+evaluate: venv
+	KERAS_BACKEND=tensorflow $(BIN)/python -m training.evaluate --bundle $(BUNDLE) --data-dir $(VAL_DIR) \
+	  --format $(FORMAT) --output $(EVAL_OUT) --update-bundle
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
