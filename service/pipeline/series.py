@@ -127,6 +127,7 @@ def load_series(
         sop_class_uid=_text(first, "SOPClassUID"),
         slice_sop_instance_uids=tuple(_text(f, "SOPInstanceUID") for f in ordered),
         patient_position=_text(first, "PatientPosition"),
+        slice_z_mm=layout.slice_z_mm,
         patient_study_attrs=attrs,
         source_files=tuple(str(f.path) for f in ordered),
     )

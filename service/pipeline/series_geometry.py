@@ -54,6 +54,7 @@ class GridLayout:
     transpose: bool  # image rows run along x: transpose (row, col) -> (y, x) first
     flip_y: bool  # then reverse axis 0 so that index increases along +y (posterior)
     flip_x: bool  # and axis 1 so that index increases along +x (patient's left)
+    slice_z_mm: tuple[float, ...] = ()  # stored (0020,0032) z of each canonical slice
 
     def to_canonical(self, image_rc: np.ndarray) -> np.ndarray:
         """One slice's pixel array (rows, columns) as a (y, x) view in canonical order."""
@@ -67,10 +68,9 @@ class GridLayout:
 
 def read_numbers(ds: Dataset, keyword: str, count: int, path: Path) -> tuple[float, ...]:
     """The numeric value(s) of ``keyword``; MISSING_ATTRIBUTE naming tag and file if absent or malformed."""
-    elem = ds.data_element(keyword)
-    if elem is None or elem.value is None or elem.value == "":
+    value = ds.get(keyword)
+    if value is None or value == "":
         raise InputError(ErrorCode.MISSING_ATTRIBUTE, f"{path}: missing {tag_label(keyword)}")
-    value = elem.value
     raw = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
     try:
         values = tuple(float(v) for v in raw)
@@ -262,4 +262,5 @@ def plan_grid(files: Sequence[CtFile]) -> GridLayout:
         transpose=bool(transpose),
         flip_y=bool(flip_y),
         flip_x=bool(flip_x),
+        slice_z_mm=tuple(float(v) for v in z),
     )

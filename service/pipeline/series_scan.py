@@ -101,7 +101,11 @@ def read_dataset(path: Path, *, stop_before_pixels: bool) -> tuple[Dataset | Non
     Not DICOM: no ``DICM`` prefix at byte 128 and not a bare data set (first tag in group 0002 or 0008) that
     pydicom can parse. A file *with* the ``DICM`` prefix that cannot be parsed raises CORRUPT_FILE.
     """
-    with open(path, "rb") as fp:
+    try:
+        fp = open(path, "rb")  # noqa: SIM115 - closed below; open errors are input errors
+    except OSError as exc:
+        raise InputError(ErrorCode.CORRUPT_FILE, f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    with fp:
         head = fp.read(132)
         fp.seek(0)
         has_prefix = len(head) == 132 and head[128:132] == b"DICM"
@@ -144,6 +148,21 @@ def _str(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _sop_class(path: Path, ds: Dataset) -> str:
+    """(0002,0002) Media Storage SOP Class UID, which must agree with (0008,0016) SOP Class UID when both exist."""
+    in_meta = _str(ds.file_meta, "MediaStorageSOPClassUID")
+    in_dataset = _str(ds, "SOPClassUID")
+    if in_meta and in_dataset and in_meta != in_dataset:
+        raise InputError(
+            ErrorCode.CORRUPT_FILE,
+            f"{path}: {tag_label('MediaStorageSOPClassUID')} {in_meta} differs from {tag_label('SOPClassUID')} "
+            f"{in_dataset} (truncated or damaged file?)",
+        )
+    if not (in_meta or in_dataset):
+        raise InputError(ErrorCode.CORRUPT_FILE, f"{path}: no {tag_label('SOPClassUID')} (truncated file?)")
+    return in_meta or in_dataset
+
+
 def scan_inputs(inputs: Path | str | Sequence[Path | str]) -> ScanResult:
     """Read every header once and group the CT Image Storage files by (0020,000E) Series Instance UID."""
     result = ScanResult()
@@ -153,11 +172,9 @@ def scan_inputs(inputs: Path | str | Sequence[Path | str]) -> ScanResult:
         if ds is None:
             continue
         result.n_dicom += 1
-        sop_class = _str(ds, "SOPClassUID") or _str(ds.file_meta, "MediaStorageSOPClassUID")
-        if not sop_class:
-            raise InputError(ErrorCode.CORRUPT_FILE, f"{path}: no {tag_label('SOPClassUID')} (truncated file?)")
+        sop_class = _sop_class(path, ds)
         is_ct = sop_class == CT_IMAGE_STORAGE or sop_class in MULTIFRAME_CT_STORAGE
-        is_image = is_ct or "Rows" in ds
+        is_image = is_ct or "Rows" in ds or "Image Storage" in UID(sop_class).name
         if not is_image:
             continue  # RTSTRUCT, RTPLAN, SR, presentation states, DICOMDIR, ...
         if pixel_problem:
