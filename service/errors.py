@@ -39,6 +39,12 @@ class ErrorCode(StrEnum):
     # series loading (added with stage 1)
     MULTIFRAME_NOT_SUPPORTED = "MULTIFRAME_NOT_SUPPORTED"
     INCONSISTENT_SERIES = "INCONSISTENT_SERIES"
+    # service uploads (HTTP API)
+    BAD_UPLOAD = "BAD_UPLOAD"
+    UPLOAD_TOO_LARGE = "UPLOAD_TOO_LARGE"
+    TOO_MANY_FILES = "TOO_MANY_FILES"
+    UNSAFE_ARCHIVE = "UNSAFE_ARCHIVE"
+    BAD_ARCHIVE = "BAD_ARCHIVE"
 
 
 class InputError(Exception):
