@@ -80,18 +80,24 @@ def _hard_iou(y_true, y_pred, cls: int):
     return (inter + 1e-5) / (ops.sum(pred) + ops.sum(true) - inter + 1e-5)
 
 
+@keras.saving.register_keras_serializable(package="parotid_training")
+class GlandOverlap(keras.metrics.MeanMetricWrapper):
+    """Hard (argmax) Dice or IoU of one gland class, averaged over batches; serialisable for resuming."""
+
+    def __init__(self, cls: int, kind: str = "dice", name: str | None = None, dtype=None):
+        fn = _hard_dice if kind == "dice" else _hard_iou
+        super().__init__(fn=fn, name=name or f"{kind}_{cls}", dtype=dtype, cls=cls)
+        self.cls = cls
+        self.kind = kind
+
+    def get_config(self):
+        return {"cls": self.cls, "kind": self.kind, "name": self.name, "dtype": self.dtype}
+
+
 def gland_metrics(labels: Sequence[str]) -> list:
-    """Dice and IoU per gland (argmax), and categorical accuracy, as Keras metric functions."""
+    """Dice and IoU per gland (argmax), and categorical accuracy, as Keras metrics."""
     out: list = []
     for cls in range(1, len(labels)):
-        def d(y_true, y_pred, cls=cls):
-            return _hard_dice(y_true, y_pred, cls)
-
-        def j(y_true, y_pred, cls=cls):
-            return _hard_iou(y_true, y_pred, cls)
-
-        d.__name__ = f"dice_{labels[cls]}"
-        j.__name__ = f"iou_{labels[cls]}"
-        out += [d, j]
+        out += [GlandOverlap(cls, "dice", f"dice_{labels[cls]}"), GlandOverlap(cls, "iou", f"iou_{labels[cls]}")]
     out.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
     return out

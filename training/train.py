@@ -99,8 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     state_path = out / "state.json"
     if (out / "last.keras").exists() and state_path.exists():
-        model = keras.saving.load_model(out / "last.keras", compile=True, safe_mode=True)
         state = json.loads(state_path.read_text())
+        try:
+            model = keras.saving.load_model(out / "last.keras", compile=True, safe_mode=True)
+        except (TypeError, ValueError) as exc:  # checkpoint from an older code version: weights only
+            print(f"optimizer state not restored ({exc.__class__.__name__}); resuming from weights", file=sys.stderr)
+            model = keras.saving.load_model(out / "last.keras", compile=False, safe_mode=True)
+            model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(state.get("loss", args.loss)),
+                          metrics=gland_metrics(plan.labels))
         print(f"resuming after epoch {state['epoch']}", file=sys.stderr)
     else:
         model = build_unet(args.architecture, args.base_filters, args.depth, len(plan.labels))

@@ -1,0 +1,85 @@
+"""A tiny end-to-end training run on synthetic OpenKBP-format data: train (PyTorch backend, as `make retrain`
+does), resume, export a bundle (TensorFlow), and run the service pipeline with it. Plumbing only, no accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.model_bundle import resolve_bundle, verify_bundle
+from service.pipeline.segment import segment_series
+from tests.dicom_factory import write_ct_series
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_openkbp_patient(pt_dir: Path, seed: int) -> None:
+    """A 128^3 OpenKBP-format patient: a tissue cylinder with two 'glands' (R at small j, L at large j)."""
+    rng = np.random.default_rng(seed)
+    ct = np.zeros((128, 128, 128), dtype=np.float32)  # (i: A->P, j: R->L, k: S->I), HU + 1000
+    ii, jj = np.mgrid[0:128, 0:128]
+    disk = (ii - 64) ** 2 + (jj - 64) ** 2 < 24**2
+    ct[disk, 40:80] = 1000 + rng.normal(0, 10, size=(int(disk.sum()), 40))
+    right = np.zeros_like(ct, dtype=bool)
+    left = np.zeros_like(ct, dtype=bool)
+    right[60:70, 46:54, 52:62] = True
+    left[60:70, 74:82, 52:62] = True
+    ct[right | left] = 1060.0
+    pt_dir.mkdir(parents=True)
+    flat = ct.reshape(-1)
+    nz = np.flatnonzero(flat)
+    (pt_dir / "ct.csv").write_text(",data\n" + "".join(f"{i},{flat[i]:.1f}\n" for i in nz))
+    for name, m in (("LeftParotid.csv", left), ("RightParotid.csv", right)):
+        (pt_dir / name).write_text(",data\n" + "".join(f"{i},\n" for i in np.flatnonzero(m.reshape(-1))))
+    (pt_dir / "voxel_dimensions.csv").write_text("4.0\n4.0\n2.5\n")
+
+
+def _train(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.timeout(900)
+def test_train_resume_export_and_serve(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for n, split in ((0, "train-pats"), (1, "train-pats"), (2, "validation-pats")):
+        _write_openkbp_patient(data / split / f"pt_{n}", seed=n)
+    run = tmp_path / "run"
+    common = ["--train-dir", str(data / "train-pats"), "--val-dir", str(data / "validation-pats"), "--output",
+              str(run), "--base-filters", "2", "--steps-per-epoch", "2", "--patch-size", "16", "32", "32",
+              "--threads", "1"]
+    first = _train([*common, "--epochs", "1"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+    for f in ("best_dice.weights.h5", "best_loss.weights.h5", "last.keras", "log.csv", "data_report.json"):
+        assert (run / f).is_file(), f
+    second = _train([*common, "--epochs", "2"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming after epoch 1" in second.stderr
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert len((run / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+    store = tmp_path / "store"
+    exp = subprocess.run([sys.executable, "-m", "training.export", "--run", str(run), "--store", str(store),
+                          "--name", "smoke", "--version", "0.1.0"], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=300)
+    assert exp.returncode == 0, exp.stderr[-3000:]
+    ref = resolve_bundle("smoke:0.1.0", store)
+    verify_bundle(ref)
+    card = (ref.path / "MODEL_CARD.md").read_text()
+    assert "Research use only" in card and "test-pats" in card
+
+    hu = np.full((24, 48, 48), -1000.0, dtype=np.float32)
+    hu[:, 8:40, 8:40] = 20.0
+    ct_dir = tmp_path / "ct"
+    write_ct_series(ct_dir, hu, (2.5, 4.0, 4.0), (0.0, 0.0, 0.0), "HFS")
+    rs = tmp_path / "rs.dcm"
+    qa = segment_series(ct_dir, rtstruct_path=rs, model="smoke:0.1.0", store=store)
+    assert rs.is_file() and qa.model.name == "smoke"
