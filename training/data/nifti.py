@@ -14,8 +14,8 @@ patient's right, +y anterior, +z superior); DICOM's and the canonical order's ar
 Orientation: the image is reoriented with nibabel (``as_closest_canonical``: RAS+ axes, voxel axes i, j, k
 increasing toward the patient's right, anterior and superior), then i and j are flipped (toward left and
 posterior: LPS) and the axes transposed to (z, y, x), the canonical order of ``service.pipeline.volume``. The
-spacing comes from the affine's column lengths. Only axis-aligned affines (rotations by multiples of 90 degrees
-and flips) are accepted.
+spacing comes from the affine's column lengths, rounded to 1e-5 mm. Only axis-aligned affines (rotations by
+multiples of 90 degrees and flips) are accepted.
 
 Refused with ``InputError(BAD_TRAINING_DATA)`` naming the file (and, in :func:`iter_split` with a report,
 skipped with that reason): a missing image, no mask at all, both separate masks and a label map, an unreadable
@@ -43,6 +43,7 @@ SUFFIXES = (".nii.gz", ".nii")
 OBLIQUE_TOLERANCE = 1e-3
 AFFINE_TOLERANCE_MM = 1e-3
 MIN_AIR_PERCENTILE_HU = -500.0
+SPACING_DECIMALS = 5
 
 
 def _bad(message: str) -> InputError:
@@ -94,7 +95,10 @@ def to_canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, tuple[float, float, 
     # RAS+ voxel axes (i: toward right, j: anterior, k: superior) -> LPS (flip i and j) -> (k, j, i)
     lps = data[::-1, ::-1, :]
     array_zyx = np.ascontiguousarray(np.transpose(lps, (2, 1, 0)))
-    return array_zyx, (float(zooms[2]), float(zooms[1]), float(zooms[0]))
+    # NIfTI keeps the affine in float32 (2.7 mm reads back as 2.7000000477): round to 1e-5 mm so a spacing
+    # written as 2.7 resamples exactly like 2.7 from the other readers
+    sz, sy, sx = (round(float(zooms[a]), SPACING_DECIMALS) for a in (2, 1, 0))
+    return array_zyx, (sz, sy, sx)
 
 
 def _check_same_grid(mask_path: Path, mask: nib.Nifti1Image, image_path: Path, image: nib.Nifti1Image) -> None:
