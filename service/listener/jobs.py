@@ -1,0 +1,99 @@
+"""The listener's view of the service's jobs: submit a spooled series, poll its state, find its RTSTRUCT.
+
+``JobBackend`` is the narrow interface the listener needs. ``ServiceJobBackend`` implements it on the service's
+own job store and dispatcher (the same ones the HTTP API uses: embedded pool or Celery, chosen by
+``PAROTID_BROKER_URL``), so idempotency (SeriesInstanceUID + pixel-data hash + model version), retention and
+worker limits are the service's, not the listener's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    job_id: str
+    existing: bool  # True: the job store already had this series + pixel hash + model version
+
+
+@dataclass(frozen=True)
+class JobView:
+    job_id: str
+    state: JobState | str
+    rtstruct_path: Path | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("succeeded", "failed")
+
+
+class JobBackend(Protocol):
+    def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
+        """Create (or find) the job for the DICOM files in ``batch_dir``; the backend takes the files over."""
+        ...
+
+    def poll(self, job_id: str) -> JobView: ...
+
+    def close(self) -> None: ...
+
+
+class SubmitLater(Exception):
+    """The job could not be queued now (broker down, queue full, disk full); try again after ``retry_after_s``."""
+
+    def __init__(self, code: str, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.code, self.message, self.retry_after_s = code, message, retry_after_s
+
+
+def owner_for_ae(calling_ae: str) -> str:
+    """The job-store owner of a DICOM peer's jobs: ``dicom:<AE title>`` (characters outside A-Z a-z 0-9 . _ @ : -
+    become ``_``). An API key whose owner is this string sees the peer's jobs over HTTP."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._@:-") else "_" for c in calling_ae.strip())
+    return f"dicom:{safe}"[:64]
+
+
+class ServiceJobBackend:
+    """``JobBackend`` on ``service.worker.service.JobService`` (the HTTP API's store and dispatcher)."""
+
+    def __init__(self, service) -> None:  # service: service.worker.service.JobService
+        self.service = service
+
+    @classmethod
+    def from_env(cls, **overrides) -> ServiceJobBackend:
+        """Read ``service.config.Settings`` (``PAROTID_*``) and start its dispatcher (embedded pool or Celery)."""
+        from service.config import Settings
+        from service.worker.service import JobService
+
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return cls(JobService.from_settings(settings))
+
+    def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
+        from service.worker.dispatcher import DispatchUnavailable
+
+        try:
+            res = self.service.submit_series(batch_dir, owner=owner, model=model, series_uid=series_uid, move=True)
+        except DispatchUnavailable as exc:
+            raise SubmitLater(exc.code, exc.message, float(exc.retry_after_s)) from None
+        return SubmittedJob(res.job.id, existing=not res.created)
+
+    def poll(self, job_id: str) -> JobView:
+        from service.jobs.store import JobNotFound
+
+        try:
+            rec = self.service.get_job(job_id)
+        except JobNotFound:
+            return JobView(job_id, "failed", error_code="JOB_NOT_FOUND", error_message="job deleted")
+        state = str(rec.state)
+        rtstruct = self.service.output_path(job_id, "rtstruct") if state == "succeeded" else None
+        err = rec.error
+        return JobView(job_id, state, rtstruct, err.code if err else None, err.message if err else None)
+
+    def close(self) -> None:
+        self.service.close()

@@ -1,0 +1,267 @@
+"""The pynetdicom side: the application entity, its presentation contexts and its event handlers.
+
+Supported: Verification (C-ECHO) and CT Image Storage (C-STORE) in the transfer syntaxes the pipeline decodes.
+Association policy: the called AE title must be ours (unless ``require_called_ae`` is off) and the calling AE
+title must be in the allow-list (unless ``allow_unknown_ae``). C-STORE statuses are decided here, in one place:
+
+=========  =====================================================================================
+0x0000     stored (spooled atomically)
+0xA700     Refused, out of resources: free disk below the watermark, or the write failed
+0xA900     Data set does not match SOP class: missing or invalid (0008,0016) SOP Class UID,
+           (0008,0018) SOP Instance UID, (0020,000E) Series Instance UID, (0008,0060) Modality not CT,
+           or no (7FE0,0010) Pixel Data
+0xC210     Cannot understand: the data set could not be decoded
+=========  =====================================================================================
+
+The handlers never raise: an exception inside one becomes a failure status for that instance only.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from service.listener.audit import AuditLog
+from service.listener.settings import ListenerSettings
+from service.listener.spool import Spool, is_valid_uid
+from service.listener.tracker import Origin, SeriesTracker
+
+LOGGER = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATASET_MISMATCH = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC210
+
+CT_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGLosslessSV1,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+
+@dataclass
+class AssociationRecord:
+    assoc_id: int
+    calling_ae: str
+    called_ae: str
+    peer_host: str
+    peer_port: int
+    tls: bool
+    statuses: Counter = field(default_factory=Counter)
+    series_uids: set[str] = field(default_factory=set)
+    outcome: str | None = None
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.calling_ae, self.peer_host)
+
+
+def build_ssl_context(settings: ListenerSettings) -> ssl.SSLContext | None:
+    """Server-side TLS (1.2+) from ``tls_cert_file``/``tls_key_file``; ``tls_ca_file`` requires client certs."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+    if settings.tls_ca_file is not None:
+        ctx.load_verify_locations(cafile=str(settings.tls_ca_file))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def build_ae(settings: ListenerSettings) -> AE:
+    ae = AE(ae_title=settings.ae_title)
+    ae.require_called_aet = settings.require_called_ae
+    ae.require_calling_aet = [] if settings.allow_unknown_ae else settings.allowed_ae_titles
+    ae.maximum_associations = settings.max_associations
+    ae.network_timeout = settings.network_timeout_s
+    ae.acse_timeout = settings.network_timeout_s
+    ae.dimse_timeout = settings.network_timeout_s
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(CTImageStorage, CT_TRANSFER_SYNTAXES)
+    return ae
+
+
+class StorageHandlers:
+    """Event handlers bound to one spool, tracker and audit log (one instance per listener)."""
+
+    def __init__(self, spool: Spool, tracker: SeriesTracker, audit: AuditLog) -> None:
+        self.spool = spool
+        self.tracker = tracker
+        self.audit = audit
+        self._records: dict[int, AssociationRecord] = {}
+        self._lock = threading.Lock()
+
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_ESTABLISHED, self.on_established),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_RELEASED, self.on_released),
+            (evt.EVT_ABORTED, self.on_aborted),
+            (evt.EVT_CONN_CLOSE, self.on_conn_close),
+            (evt.EVT_REJECTED, self.on_rejected),
+        ]
+
+    # --- association lifecycle
+    def on_established(self, event: evt.Event) -> None:
+        a = event.assoc
+        rec = AssociationRecord(id(a), a.requestor.ae_title.strip(), a.acceptor.ae_title.strip(),
+                                a.requestor.address, a.requestor.port, _is_tls(a))
+        with self._lock:
+            self._records[rec.assoc_id] = rec
+
+    def on_rejected(self, event: evt.Event) -> None:
+        a = event.assoc
+        rq = a.requestor
+        self.audit.record("association", calling_ae=str(rq.ae_title).strip(), called_ae=_called_ae(a),
+                          peer_host=rq.address, peer_port=rq.port, outcome="rejected", reason=_reject_reason(a),
+                          n_stored=0, n_refused=0, series_uids=[])
+
+    def on_released(self, event: evt.Event) -> None:
+        self._finish(id(event.assoc), "released")
+
+    def on_aborted(self, event: evt.Event) -> None:
+        self._finish(id(event.assoc), "aborted")
+
+    def on_conn_close(self, event: evt.Event) -> None:
+        self._finish(id(event.assoc), "aborted")  # no-op if already released/aborted
+
+    def _finish(self, assoc_id: int, outcome: str) -> None:
+        with self._lock:
+            rec = self._records.pop(assoc_id, None)
+        if rec is None:
+            return
+        rec.outcome = outcome
+        self.tracker.association_ended(assoc_id, released=outcome == "released")
+        n_stored = rec.statuses.get(STATUS_SUCCESS, 0)
+        self.audit.record(
+            "association", assoc_id=assoc_id, calling_ae=rec.calling_ae, called_ae=rec.called_ae,
+            peer_host=rec.peer_host, peer_port=rec.peer_port, tls=rec.tls, outcome=outcome, n_stored=n_stored,
+            n_refused=sum(rec.statuses.values()) - n_stored,
+            statuses={f"0x{k:04X}": v for k, v in sorted(rec.statuses.items())}, series_uids=sorted(rec.series_uids),
+        )
+
+    # --- DIMSE
+    def on_echo(self, event: evt.Event) -> int:
+        return STATUS_SUCCESS
+
+    def on_store(self, event: evt.Event) -> int:
+        with self._lock:
+            rec = self._records.get(id(event.assoc))
+        try:
+            status, series_uid = self._store(event, rec)
+        except Exception:  # noqa: BLE001 - a handler must answer, never crash the listener
+            LOGGER.exception("C-STORE handler failed")
+            status, series_uid = STATUS_CANNOT_UNDERSTAND, None
+        if rec is not None:
+            rec.statuses[status] += 1
+            if series_uid is not None and status == STATUS_SUCCESS:
+                rec.series_uids.add(series_uid)
+        return status
+
+    def _store(self, event: evt.Event, rec: AssociationRecord | None) -> tuple[int, str | None]:
+        data = event.encoded_dataset(include_meta=True)
+        if not self.spool.has_room(len(data)):
+            LOGGER.warning("refusing C-STORE: free disk below the watermark in %s", self.spool.root)
+            return STATUS_OUT_OF_RESOURCES, None
+        try:
+            ds = event.dataset
+            for _ in ds:  # decode every top-level element now, not later in the pipeline
+                pass
+            sop_class = str(ds.get("SOPClassUID", "")).strip()
+            sop_uid = str(ds.get("SOPInstanceUID", "")).strip()
+            series_uid = str(ds.get("SeriesInstanceUID", "")).strip()
+            modality = str(ds.get("Modality", "")).strip().upper()
+            has_pixels = "PixelData" in ds
+        except Exception as exc:  # noqa: BLE001 - any decoding failure of peer data
+            LOGGER.warning("C-STORE data set could not be decoded: %s", type(exc).__name__)
+            return STATUS_CANNOT_UNDERSTAND, None
+        req: Any = event.request
+        if (
+            sop_class != CTImageStorage
+            or sop_class != str(req.AffectedSOPClassUID)
+            or sop_uid != str(req.AffectedSOPInstanceUID)
+            or not is_valid_uid(sop_uid)
+            or not is_valid_uid(series_uid)
+            or modality != "CT"
+            or not has_pixels
+        ):
+            LOGGER.warning("C-STORE data set does not match CT Image Storage (SOP class/instance UID, series UID, "
+                           "modality or pixel data)")
+            return STATUS_DATASET_MISMATCH, None
+        try:
+            self.spool.store_instance(series_uid, sop_uid, data)
+        except OSError as exc:
+            LOGGER.error("spool write failed: %s", exc.strerror or type(exc).__name__)
+            return STATUS_OUT_OF_RESOURCES, None
+        origin = rec.origin if rec is not None else Origin(event.assoc.requestor.ae_title.strip(),
+                                                             event.assoc.requestor.address)
+        self.tracker.instance_received(id(event.assoc), series_uid, sop_uid, origin)
+        return STATUS_SUCCESS, series_uid
+
+    def open_associations(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+
+def _called_ae(assoc: Any) -> str:
+    prim = getattr(assoc.requestor, "primitive", None)
+    return str(getattr(prim, "called_ae_title", "") or "").strip()
+
+
+def _is_tls(assoc: Any) -> bool:
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    return isinstance(sock, ssl.SSLSocket)
+
+
+def _reject_reason(assoc: Any) -> str:
+    prim = getattr(assoc.acceptor, "primitive", None)
+    key: tuple[Any, Any] = (getattr(prim, "result_source", None), getattr(prim, "diagnostic", None))
+    reasons: dict[tuple[Any, Any], str] = {
+        (1, 3): "calling AE title not recognised",
+        (1, 7): "called AE title not recognised",
+        (3, 2): "local limit exceeded",
+    }
+    return reasons.get(key, f"source {key[0]} diagnostic {key[1]}")
+
+
+def start_server(ae: AE, settings: ListenerSettings, handlers: StorageHandlers, port: int | None = None):
+    """Start the threaded association server (non-blocking); returns the pynetdicom server object."""
+    return ae.start_server(
+        (settings.bind_host, settings.port if port is None else port),
+        block=False,
+        evt_handlers=handlers.handlers(),
+        ssl_context=build_ssl_context(settings),
+    )
