@@ -107,17 +107,29 @@ def _phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def write_dicom_patient(
-    patient_dir: Path, rois: dict[str, str], position: str = "HFS", frame_uid: str | None = None
+    patient_dir: Path,
+    rois: dict[str, str],
+    position: str = "HFS",
+    frame_uid: str | None = None,
+    z_shift_mm: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CT series under ``patient_dir/CT``; RTSTRUCT with ``{ROI name: 'left'|'right'}`` under ``RS/deep/``."""
+    """CT series under ``patient_dir/CT``; RTSTRUCT with ``{ROI name: 'left'|'right'|'empty'}`` under ``RS/deep/``.
+
+    ``frame_uid`` / ``z_shift_mm``: write the RTSTRUCT as if drawn on another CT (other frame, other slice z).
+    """
     hu, left, right = _phantom()
     write_ct_series(patient_dir / "CT", hu, SPACING, ORIGIN, position)
     if rois:
         ct = load_series(patient_dir / "CT")
+        assert ct.info is not None
+        info = ct.info
         if frame_uid is not None:
-            assert ct.info is not None
-            ct = dataclasses.replace(ct, info=dataclasses.replace(ct.info, frame_of_reference_uid=frame_uid))
-        masks = {name: (left if side == "left" else right) for name, side in rois.items()}
+            info = dataclasses.replace(info, frame_of_reference_uid=frame_uid)
+        if z_shift_mm:
+            info = dataclasses.replace(info, slice_z_mm=tuple(z + z_shift_mm for z in info.slice_z_mm))
+        ct = dataclasses.replace(ct, info=info)
+        sides = {"left": left, "right": right, "empty": np.zeros_like(left)}
+        masks = {name: sides[side] for name, side in rois.items()}
         (patient_dir / "RS" / "deep").mkdir(parents=True)
         write_rtstruct(ct, masks, patient_dir / "RS" / "deep" / "struct", model_name="test", model_version="0")
     return hu, left, right
@@ -154,13 +166,25 @@ def test_dicom_reader_skips_bad_patients_with_reasons(tmp_path: Path) -> None:
     write_dicom_patient(split / "corrupt_file", {"Parotid_L": "left"})
     (split / "corrupt_file" / "CT" / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
     (split / "empty").mkdir()
+    write_dicom_patient(split / "off_slice", {"Parotid_L": "left"}, z_shift_mm=1.4)
+    write_dicom_patient(split / "no_contours", {"Parotid_L": "empty", "Parotid_R": "empty"})
 
     report = SkipReport({})
     cases = list(dicom_rtstruct.iter_split(split, report))
     assert [c.case_id for c in cases] == ["ok_one_gland"]
     assert list(cases[0].masks) == ["Parotid_L"]  # kept with the one gland it has
     why = report.skipped
-    assert set(why) == {"no_rtstruct", "unknown_names", "other_frame", "two_series", "no_ct", "corrupt_file", "empty"}
+    assert set(why) == {
+        "no_rtstruct",
+        "unknown_names",
+        "other_frame",
+        "two_series",
+        "no_ct",
+        "corrupt_file",
+        "empty",
+        "off_slice",
+        "no_contours",
+    }
     assert "no RTSTRUCT" in why["no_rtstruct"]
     assert "no parotid ROI matched" in why["unknown_names"]
     assert "'Gland A'" in why["unknown_names"] and "'Spinal cord'" in why["unknown_names"]
@@ -169,6 +193,8 @@ def test_dicom_reader_skips_bad_patients_with_reasons(tmp_path: Path) -> None:
     assert why["no_ct"].startswith("no CT series")
     assert "bad.dcm" in why["corrupt_file"] and "CORRUPT_FILE" in why["corrupt_file"]
     assert "no files" in why["empty"]
+    assert "RTSTRUCT refused [BAD_REFERENCE]" in why["off_slice"] and "not on a slice" in why["off_slice"]
+    assert "'Parotid_L', 'Parotid_R') have no contours" in why["no_contours"]
     with pytest.raises(InputError) as exc:
         list(dicom_rtstruct.iter_split(split))  # without a report the first bad patient raises
     assert exc.value.code == ErrorCode.BAD_TRAINING_DATA

@@ -62,7 +62,7 @@ def load_synonyms(path: Path, *, extend_defaults: bool = True) -> dict[str, tupl
     except (OSError, ValueError) as exc:
         raise _bad(f"{path}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict):
-        raise _bad(f"{path}: expected a JSON object {{\"Parotid_L\": [...], \"Parotid_R\": [...]}}")
+        raise _bad(f'{path}: expected a JSON object {{"Parotid_L": [...], "Parotid_R": [...]}}')
     unknown = sorted(set(data) - set(GLANDS))
     if unknown:
         raise _bad(f"{path}: unknown key(s) {unknown}; the keys are {list(GLANDS)}")
