@@ -11,15 +11,19 @@ from training.data.case import CaseData, SkipReport
 from training.dataset import PreparedCase, load_prepared, prepare_case, save_prepared
 
 
-def iter_cases(split_dir: Path, fmt: str, report: SkipReport) -> Iterator[CaseData]:
+def iter_cases(
+    split_dir: Path, fmt: str, report: SkipReport, roi_synonyms: Path | None = None
+) -> Iterator[CaseData]:
     if fmt == "openkbp":
         from training.data.openkbp import iter_split
 
         yield from iter_split(split_dir, report)
     elif fmt == "dicom":
         from training.data.dicom_rtstruct import iter_split as iter_dicom
+        from training.data.dicom_rtstruct import load_synonyms
 
-        yield from iter_dicom(split_dir, report)
+        synonyms = load_synonyms(roi_synonyms) if roi_synonyms else None
+        yield from iter_dicom(split_dir, report, synonyms=synonyms)
     elif fmt == "nifti":
         from training.data.nifti import iter_split as iter_nifti
 
@@ -28,7 +32,9 @@ def iter_cases(split_dir: Path, fmt: str, report: SkipReport) -> Iterator[CaseDa
         raise ValueError(f"unknown format {fmt!r}")
 
 
-def load_split(split_dir: Path, fmt: str, plan: Plan, cache_dir: Path) -> tuple[list[PreparedCase], SkipReport]:
+def load_split(
+    split_dir: Path, fmt: str, plan: Plan, cache_dir: Path, roi_synonyms: Path | None = None
+) -> tuple[list[PreparedCase], SkipReport]:
     """All cases of a split on the model grid; prepared arrays are cached in ``cache_dir``."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     done = cache_dir / "COMPLETE"
@@ -39,7 +45,7 @@ def load_split(split_dir: Path, fmt: str, plan: Plan, cache_dir: Path) -> tuple[
         report = SkipReport(json.loads(done.read_text()))
         return [load_prepared(p) for p in sorted(cache_dir.glob("*.npz"))], report
     cases = []
-    for case in iter_cases(split_dir, fmt, report):
+    for case in iter_cases(split_dir, fmt, report, roi_synonyms):
         pc = prepare_case(case, plan)
         save_prepared(pc, cache_dir / f"{case.case_id}.npz")
         cases.append(pc)

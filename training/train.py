@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-dir", type=Path, required=True)
     p.add_argument("--format", choices=["openkbp", "dicom", "nifti"], default="openkbp")
     p.add_argument("--output", type=Path, required=True, help="run folder (checkpoints, logs, cache)")
+    p.add_argument("--roi-synonyms", type=Path, default=None,
+                   help='DICOM format: JSON {"Parotid_L": [...], "Parotid_R": [...]} added to the default names')
     p.add_argument("--architecture", choices=["residual", "attention"], default="residual")
     p.add_argument("--base-filters", type=int, default=8)
     p.add_argument("--depth", type=int, default=4)
@@ -75,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides["spacing_mm_zyx"] = tuple(args.spacing_mm)
         plan = Plan(**overrides)
         plan.save(plan_path)
-    train_cases, train_report = load_split(args.train_dir, args.format, plan, out / "cache" / "train")
-    val_cases, val_report = load_split(args.val_dir, args.format, plan, out / "cache" / "val")
+    syn = args.roi_synonyms
+    train_cases, train_report = load_split(args.train_dir, args.format, plan, out / "cache" / "train", syn)
+    val_cases, val_report = load_split(args.val_dir, args.format, plan, out / "cache" / "val", syn)
     glands = tuple(plan.labels[1:])
     excluded = [c.case_id for c in train_cases if set(c.present) != set(glands)]
     train_cases = [c for c in train_cases if set(c.present) == set(glands)]
