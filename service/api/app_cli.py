@@ -35,7 +35,7 @@ def new_key_line(owner: str) -> tuple[str, str]:
 
 def config_error(exc: Exception) -> int:
     if isinstance(exc, ValidationError):
-        text = "; ".join(f"PAROTID_{'.'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+        text = "; ".join((f"PAROTID_{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
                          for e in exc.errors())
     else:
         text = str(exc)
