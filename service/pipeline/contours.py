@@ -202,8 +202,10 @@ def polygons_to_mask(polygons_rc: Sequence[np.ndarray], shape_yx: tuple[int, int
 
     A pixel is set when its centre is inside under the even-odd rule taken over all the polygons together, so
     several contours on one slice combine by exclusive OR (holes written as separate contours, keyholes and
-    islands all come out right). Centres exactly on an edge follow a half-open rule (a centre on a left or top
-    edge is outside, on a right or bottom edge inside) so shared edges are never counted twice.
+    islands all come out right). Centres exactly on an edge follow a half-open rule (on a top or right edge:
+    inside; on a bottom or left edge: outside), so a polygon through pixel centres covers as many pixels as its
+    area and two polygons sharing an edge never both claim its pixels. Polygon edges from
+    :func:`mask_to_polygons` never pass through a centre.
     """
     ny, nx = int(shape_yx[0]), int(shape_yx[1])
     polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons_rc if len(p) >= 3]
