@@ -4,7 +4,7 @@ Settings come from ``--config FILE`` (TOML), ``PAROTID_LISTENER_*`` environment 
 (flags win); the job store, model store and dispatcher from the service's ``PAROTID_*`` settings (embedded pool,
 or Celery when ``PAROTID_BROKER_URL`` is set). See docs/listener.md.
 
-Exit status: 0 after a clean shutdown; 2 for invalid settings (one ``error: ...`` line on stderr).
+Exit status: 0 after a clean shutdown; 2 for invalid settings (one ``error[CONFIG]: ...`` line on stderr).
 """
 
 from __future__ import annotations
@@ -58,6 +58,17 @@ def parse_peer(spec: str) -> dict:
     raise ValueError(f"--peer {spec!r}: expected AE, AE=sender:PORT[:RETURN_AE] or AE=fixed:RETURN_AE@HOST:PORT")
 
 
+def config_error(exc: Exception, prefix: str) -> int:
+    """One ``error[CONFIG]: SETTING: message`` line on stderr; exit status 2."""
+    if isinstance(exc, ValidationError):
+        text = "; ".join((f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
+                         for e in exc.errors())
+    else:
+        text = str(exc)
+    print(f"error[CONFIG]: {' '.join(text.split())}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
     from service.listener.jobs import ServiceJobBackend
     from service.listener.listener import Listener
@@ -74,11 +85,13 @@ def run(args: argparse.Namespace) -> int:
             "peers": [parse_peer(s) for s in args.peer] or None,
         }
         settings = load_settings(args.config, **overrides)
+    except (ValidationError, ValueError) as exc:
+        return config_error(exc, "PAROTID_LISTENER_")
+    try:
         store = args.model_store if Path(args.model_store) != DEFAULT_STORE else None
         jobs = ServiceJobBackend.from_env(model_store=store)
     except (ValidationError, ValueError) as exc:
-        print(f"error: invalid listener settings: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return config_error(exc, "PAROTID_")
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

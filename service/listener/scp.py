@@ -18,6 +18,7 @@ The handlers never raise: an exception inside one becomes a failure status for t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 import threading
@@ -72,7 +73,8 @@ CT_TRANSFER_SYNTAXES = [
 
 @dataclass
 class AssociationRecord:
-    assoc_id: int
+    assoc_id: int  # id() of the pynetdicom Association: the tracker's key while it is open
+    seq: int  # the listener's association number, for the audit log
     calling_ae: str
     called_ae: str
     peer_host: str
@@ -121,6 +123,7 @@ class StorageHandlers:
         self.tracker = tracker
         self.audit = audit
         self._records: dict[int, AssociationRecord] = {}
+        self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
     def handlers(self) -> list[Any]:
@@ -137,9 +140,9 @@ class StorageHandlers:
     # --- association lifecycle
     def on_established(self, event: evt.Event) -> None:
         a = event.assoc
-        rec = AssociationRecord(id(a), a.requestor.ae_title.strip(), a.acceptor.ae_title.strip(),
-                                a.requestor.address, a.requestor.port, _is_tls(a))
         with self._lock:
+            rec = AssociationRecord(id(a), next(self._seq), a.requestor.ae_title.strip(), a.acceptor.ae_title.strip(),
+                                    a.requestor.address, a.requestor.port, _is_tls(a))
             self._records[rec.assoc_id] = rec
 
     def on_rejected(self, event: evt.Event) -> None:
@@ -167,7 +170,7 @@ class StorageHandlers:
         self.tracker.association_ended(assoc_id, released=outcome == "released")
         n_stored = rec.statuses.get(STATUS_SUCCESS, 0)
         self.audit.record(
-            "association", assoc_id=assoc_id, calling_ae=rec.calling_ae, called_ae=rec.called_ae,
+            "association", assoc_id=rec.seq, calling_ae=rec.calling_ae, called_ae=rec.called_ae,
             peer_host=rec.peer_host, peer_port=rec.peer_port, tls=rec.tls, outcome=outcome, n_stored=n_stored,
             n_refused=sum(rec.statuses.values()) - n_stored,
             statuses={f"0x{k:04X}": v for k, v in sorted(rec.statuses.items())}, series_uids=sorted(rec.series_uids),

@@ -70,7 +70,7 @@ def test_storescu_series_comes_back_as_rtstruct_at_storescp(start_listener, stor
     assert assoc["n_stored"] == len(series.files) == 48 and assoc["series_uids"] == [series.series_uid]
     (ready,) = audit(listener, "series_ready")
     assert ready["reason"] == "released" and ready["n_instances"] == 48
-    (delivered,) = audit(listener, "delivered")
+    (delivered,) = wait_for(lambda: audit(listener, "delivered"), 10, "the delivery record")
     assert delivered["destination"] == f"TPS@127.0.0.1:{tps.port}" and delivered["attempt"] == 1
     assert len(jobs_for_series(job_service, series.series_uid)) == 1
     assert_no_phi(listener.audit.path.read_text(), caplog.text)
@@ -146,7 +146,9 @@ def test_destination_down_then_up_is_delivered_after_retry_without_blocking_othe
     down.start()
     (rs_a,) = wait_for(down.received, 60, "site A's RTSTRUCT after the destination came up")
     assert referenced_series_uid(pydicom.dcmread(rs_a)) == series_a.series_uid
-    (delivered_a,) = [r for r in audit(listener, "delivered") if r["series_uid"] == series_a.series_uid]
+    (delivered_a,) = wait_for(
+        lambda: [r for r in audit(listener, "delivered") if r["series_uid"] == series_a.series_uid], 10, "A's record"
+    )
     assert delivered_a["attempt"] >= 2 and delivered_a["destination"] == f"TPS_A@127.0.0.1:{down.port}"
     assert audit(listener, "dead_letter") == []
 
