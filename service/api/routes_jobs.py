@@ -34,13 +34,16 @@ UPLOAD_SCHEMA = {
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
                             "description": "the CT series: one part per DICOM file, or one zip archive of them",
                         },
                         "reference": {"type": "string", "format": "binary",
                                       "description": "optional reference RTSTRUCT: adds Dice/HD95 to the QA"},
-                        "model": {"type": "string", "pattern": TEXT_FIELDS["model"].pattern,
+                        "model": {"type": "string", "pattern": TEXT_FIELDS["model"][0],
+                                  "maxLength": TEXT_FIELDS["model"][1],
                                   "description": "NAME[:VERSION] from GET /v1/models (default: the promoted model)"},
-                        "series_uid": {"type": "string", "pattern": TEXT_FIELDS["series_uid"].pattern,
+                        "series_uid": {"type": "string", "pattern": TEXT_FIELDS["series_uid"][0],
+                                       "maxLength": TEXT_FIELDS["series_uid"][1],
                                        "description": "SeriesInstanceUID when the upload holds several CT series"},
                     },
                 }

@@ -25,8 +25,9 @@ from service.jobs.ingest import write_manifest
 from service.jobs.models import INPUT_DIR, REFERENCE_FILE
 
 MULTIPART_OVERHEAD_BYTES = 1 << 20  # headers and boundaries on top of the file bytes
-TEXT_FIELDS = {"model": re.compile(r"^[A-Za-z0-9._-]{1,100}(:[A-Za-z0-9._-]{1,100})?$"),
-               "series_uid": re.compile(r"^[0-9]+(\.[0-9]+)*$")}
+# text field -> (pattern, longest value)
+TEXT_FIELDS: dict[str, tuple[str, int]] = {"model": (r"^[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$", 128),
+                                           "series_uid": (r"^[0-9]+(\.[0-9]+)*$", 64)}
 TEXT_MAX_BYTES = 128
 
 
@@ -149,8 +150,9 @@ class _Receiver:
             except UnicodeDecodeError:
                 raise _bad(f"field {self._name!r} is not UTF-8 text") from None
             self._text = None
-            if value and not TEXT_FIELDS[self._name].match(value):
-                raise _bad(f"field {self._name!r} has an invalid value (allowed: {TEXT_FIELDS[self._name].pattern})")
+            pattern, longest = TEXT_FIELDS[self._name]
+            if value and (len(value) > longest or not re.match(pattern, value)):
+                raise _bad(f"field {self._name!r} has an invalid value (allowed: {pattern}, at most {longest})")
             self.result.fields[self._name] = value
 
     def on_end(self) -> None:

@@ -138,6 +138,9 @@ class JobService:
                 dispatcher="celery" if self.settings.celery_mode else "embedded",
             )
             self.store.create_from_staging(staging, record)
+        except InputError as exc:  # the model store's location is not the client's business
+            self.store.discard(staging)
+            raise InputError(exc.code, exc.message.replace(str(self.settings.model_store), "the model store")) from None
         except BaseException:
             self.store.discard(staging)
             raise

@@ -4,6 +4,7 @@ the worker's log."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -53,10 +54,8 @@ class Worker:
 
     def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 30) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
