@@ -47,6 +47,12 @@ test: venv tools lint typecheck
 test-fast: venv
 	$(BIN)/python -m pytest -q -x -m "not slow"
 
+# The HTTP API on http://127.0.0.1:8000 (PAROTID_HOST/PAROTID_PORT to change). Embedded worker pool and job store in
+# var/ unless PAROTID_BROKER_URL is set; the first start creates var/api_keys and prints an API key once.
+.PHONY: serve
+serve: venv
+	$(BIN)/parotid-seg serve
+
 # Export the OpenKBP train/validation splits from a git copy of github.com/ababier/open-kbp (never test-pats).
 openkbp-data:
 	scripts/export_openkbp.sh $(OPENKBP_GIT) $(DATA:/provided-data=)
