@@ -93,7 +93,9 @@ class Listener:
         return int(self._server.server_address[1])
 
     def stop(self) -> None:
-        """Stop accepting, finish the loop, stop delivery (pending deliveries stay in the outbox)."""
+        """Stop accepting, finish the loop, stop delivery (pending deliveries stay in the outbox). Idempotent."""
+        if self._stop.is_set():
+            return
         if self._server is not None:
             self._server.shutdown()
         self._stop.set()

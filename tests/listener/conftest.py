@@ -110,15 +110,15 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_series(tmp_path: Path) -> Callable[..., Series]:
-    """A 48x64x64 oracle phantom at 2.5x4x4 mm (HFS) as a CT series; each call gets new UIDs."""
+    """``make(n_slices=48)``: a n x 64 x 64 oracle phantom at 2.5x4x4 mm (HFS) as a CT series; new UIDs each call."""
     from tests.bundle_factory import oracle_phantom
 
-    hu, _ = oracle_phantom(SERIES_SHAPE_ZYX)
     counter = iter(range(1000))
 
-    def make() -> Series:
+    def make(n_slices: int = SERIES_SHAPE_ZYX[0]) -> Series:
         folder = tmp_path / f"ct{next(counter)}"
-        nz, ny, nx = SERIES_SHAPE_ZYX
+        nz, ny, nx = (n_slices, *SERIES_SHAPE_ZYX[1:])
+        hu, _ = oracle_phantom((nz, ny, nx))
         origin = (-(nx - 1) * 2.0, -(ny - 1) * 2.0, -60.0)
         files = write_ct_series(folder, hu, SERIES_SPACING_MM_ZYX, origin, "HFS")
         uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)

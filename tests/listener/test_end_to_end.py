@@ -171,3 +171,36 @@ def test_dead_letter_record_after_the_last_attempt(start_listener, make_series):
     assert kept.Modality == "RTSTRUCT" and Path(data["rtstruct_path"]).parent == record.parent
     assert listener.delivery.pending() == 0
     assert_no_phi(record.read_text(), listener.audit.path.read_text())
+
+
+def test_series_the_pipeline_refuses_is_logged_with_its_code_and_nothing_is_sent(start_listener, storescp_factory,
+                                                                                 make_series, job_service):
+    tps = storescp_factory("TPS")
+    listener = start_listener(peers=[sender_peer(SCANNER_AE, tps.port, "TPS")])
+    series = make_series(n_slices=10)  # the plan needs at least 16 slices
+    assert storescu(listener.port, series.files).returncode == 0
+    (rejected,) = wait_for(lambda: audit(listener, "job_rejected"), 30, "the rejection record")
+    assert rejected["error_code"] == "TOO_FEW_SLICES" and rejected["series_uid"] == series.series_uid
+    assert jobs_for_series(job_service, series.series_uid) == []
+    time.sleep(1.0)
+    assert tps.received() == [] and audit(listener, "job_submitted") == []
+
+
+def test_pending_delivery_survives_a_listener_restart(start_listener, storescp_factory, make_series, tmp_path):
+    tps = storescp_factory("TPS", start=False)
+    spool = tmp_path / "restart_spool"
+    settings = {"spool_dir": spool, "peers": [sender_peer(SCANNER_AE, tps.port, "TPS")], "delivery_attempts": 20,
+                "delivery_backoff_s": 0.5, "delivery_backoff_max_s": 1.0}
+    first = start_listener(**settings)
+    series = make_series()
+    assert storescu(first.port, series.files).returncode == 0
+    wait_for(lambda: audit(first, "delivery_attempt"), 120, "a failed delivery attempt")
+    first.stop()
+    assert list((spool / "outbox").glob("*.json")), "the pending delivery must be on disk"
+
+    tps.start()
+    second = start_listener(**settings)
+    (rtstruct,) = wait_for(tps.received, 60, "the RTSTRUCT delivered by the restarted listener")
+    assert referenced_series_uid(pydicom.dcmread(rtstruct)) == series.series_uid
+    wait_for(lambda: audit(second, "delivered"), 10, "the delivery record")
+    assert not list((spool / "outbox").iterdir())

@@ -145,3 +145,19 @@ def test_tls_settings_refused_when_incomplete(bad, tmp_path):
 
     with pytest.raises(ValidationError):
         load_settings(spool_dir=tmp_path, peers=[{"ae_title": SCANNER_AE, "return_mode": "none"}], **bad)
+
+
+def test_aborted_association_leaves_a_partial_series_that_is_cleaned_up(start_listener, make_series):
+    listener = start_listener(partial_timeout_s=1.0, quiet_time_s=0.5)  # quiet time must not dispatch it
+    series = make_series()
+    assoc = associate(listener.port)
+    for f in series.files[:5]:
+        assert assoc.send_c_store(pydicom.dcmread(f)).Status == 0x0000
+    assoc.abort()
+    (record,) = wait_for(lambda: audit(listener, "association"), 10, "the association record")
+    assert record["outcome"] == "aborted" and record["n_stored"] == 5
+    (expired,) = wait_for(lambda: audit(listener, "series_expired"), 20, "the partial series clean-up")
+    assert (expired["series_uid"], expired["reason"], expired["n_instances"]) == (series.series_uid,
+                                                                                 "partial_timeout", 5)
+    assert not listener.spool.series_dir(series.series_uid).exists()
+    assert audit(listener, "series_ready") == [] and audit(listener, "job_submitted") == []
