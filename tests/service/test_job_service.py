@@ -44,3 +44,18 @@ def test_submit_series_from_a_folder(tmp_path: Path, model_store: Path, ct_serie
         assert list(jobs.store.staging_dir.iterdir()) == []
     finally:
         jobs.close()
+
+
+def test_full_embedded_queue_refuses_and_keeps_nothing(tmp_path: Path, model_store: Path, ct_series):
+    from service.worker.dispatcher import DispatchUnavailable
+    from tests.service.conftest import write_phantom_series
+
+    jobs = JobService.from_settings(make_settings(tmp_path / "jobs", model_store, embedded_queue_max=1), start=False)
+    first = jobs.submit_series(ct_series.folder, owner="alice")  # waits: the pool is not started
+    other = write_phantom_series(tmp_path / "other")
+    with pytest.raises(DispatchUnavailable) as err:
+        jobs.submit_series(other.folder, owner="alice")
+    assert err.value.code == "QUEUE_FULL" and "PAROTID_EMBEDDED_QUEUE_MAX" in err.value.message
+    assert [r.id for r in jobs.list_jobs()] == [first.job.id]
+    assert jobs.dispatcher.queue_depth() == 1
+    jobs.close()
