@@ -240,7 +240,8 @@ class JobStore:
                     counts["deleted"] += 1
             elif record.updated_at < now - timedelta(seconds=stall_s) and not self.is_running_somewhere(record.id):
                 self.fail(record.id, JobFailure.STALLED,
-                          f"no progress for {int(stall_s)} s and no worker holds the job; submit it again")
+                          f"no progress for {int(stall_s)} s and no worker holds the job (its worker stopped and "
+                          "no redelivery came, or it passed the hard time limit); submit it again")
                 self.remove_inputs(record.id)
                 counts["stalled"] += 1
         cutoff = time.time() - self.STAGING_MAX_AGE_S

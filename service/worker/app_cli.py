@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from pydantic import ValidationError
 
@@ -20,7 +21,7 @@ from service.config import ConfigError
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", choices=["prefork", "solo"], default="prefork",
                         help="prefork: one child process, time limits enforced (default); solo: in-process")
-    parser.add_argument("--hostname", help="Celery node name (default parotid@%%h)")
+    parser.add_argument("--hostname", help="Celery node name (default parotid-<pid>@%%h: unique per process)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         "--prefetch-multiplier=1",
         f"--queues={settings.queue_name}",
         f"--loglevel={settings.log_level}",
-        f"--hostname={args.hostname or 'parotid@%h'}",
+        f"--hostname={args.hostname or f'parotid-{os.getpid()}@%h'}",
         "--without-gossip",
         "--without-mingle",
     ]
