@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from service.errors import InputError
+from service.errors import ErrorCode, InputError
 from service.listener.audit import AuditLog
 from service.listener.delivery import DeliveryQueue, Destination
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
@@ -30,6 +30,8 @@ from service.listener.tracker import Origin, ReadySeries, SeriesTracker
 LOGGER = logging.getLogger(__name__)
 DISPATCHED_MARKER = ".dispatched.json"
 TICK_S = 0.2
+# submission errors caused by the installation, not by the series: the series waits (deferred) instead of failing
+ENVIRONMENT_ERRORS = {ErrorCode.MODEL_NOT_FOUND, ErrorCode.MODEL_INTEGRITY}
 
 
 @dataclass
@@ -117,14 +119,21 @@ class Listener:
         due = [r for t, r in self._retry if t <= now]
         self._retry = [(t, r) for t, r in self._retry if t > now]
         for r in ready + due:
-            self._dispatch(r)
+            try:
+                self._dispatch(r)
+            except Exception as exc:  # noqa: BLE001 - one series must not stop the others; it is tried again
+                LOGGER.exception("dispatch of series %s failed", r.series_uid)
+                self._defer(r, "INTERNAL_ERROR", f"{type(exc).__name__} (details in the listener log)", 60.0)
         for e in expired:
             self.spool.remove_series(e.series_uid)
             self.audit.record("series_expired", series_uid=e.series_uid, reason=e.reason, n_instances=e.n_instances)
         if now - self._last_poll >= self.settings.poll_interval_s:
             self._last_poll = now
             for job in list(self._active.values()):
-                self._follow(job)
+                try:
+                    self._follow(job)
+                except Exception:  # noqa: BLE001 - followed again at the next poll
+                    LOGGER.exception("following job %s failed", job.job_id)
 
     def _dispatch(self, r: ReadySeries) -> None:
         batch, n = self.spool.snapshot(r.series_uid, r.generation)
@@ -134,14 +143,14 @@ class Listener:
             sub = self.jobs.submit(batch, series_uid=r.series_uid, model=self.settings.model,
                                    owner=owner_for_ae(r.origin.calling_ae))
         except InputError as exc:
+            if exc.code in ENVIRONMENT_ERRORS:  # the model store, not the series: try again once it is fixed
+                self._defer(r, str(exc.code), exc.message, 60.0)
+                return
             self.audit.record("job_rejected", series_uid=r.series_uid, generation=r.generation,
                               calling_ae=r.origin.calling_ae, error_code=str(exc.code), error=exc.message)
             return
         except SubmitLater as exc:
-            delay_s = min(max(exc.retry_after_s, 1.0), 60.0)
-            self._retry.append((self.clock() + delay_s, r))
-            self.audit.record("job_deferred", series_uid=r.series_uid, generation=r.generation,
-                              error_code=exc.code, error=exc.message, next_attempt_in_s=delay_s)
+            self._defer(r, exc.code, exc.message, min(max(exc.retry_after_s, 1.0), 60.0))
             return
         finally:
             self.spool.remove_batch(batch)
@@ -153,6 +162,12 @@ class Listener:
                           job_id=sub.job_id, existing_job=sub.existing, calling_ae=r.origin.calling_ae,
                           destination=job.destination.label if job.destination else None)
         self._follow(job)
+
+    def _defer(self, r: ReadySeries, code: str, message: str, delay_s: float) -> None:
+        """Submit the series again after ``delay_s`` (from the spool, which still holds every instance)."""
+        self._retry.append((self.clock() + delay_s, r))
+        self.audit.record("job_deferred", series_uid=r.series_uid, generation=r.generation, error_code=code,
+                          error=message, next_attempt_in_s=delay_s)
 
     def _follow(self, job: ActiveJob) -> None:
         view = self.jobs.poll(job.job_id)

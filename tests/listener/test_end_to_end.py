@@ -204,3 +204,13 @@ def test_pending_delivery_survives_a_listener_restart(start_listener, storescp_f
     assert referenced_series_uid(pydicom.dcmread(rtstruct)) == series.series_uid
     wait_for(lambda: audit(second, "delivered"), 10, "the delivery record")
     assert not list((spool / "outbox").iterdir())
+
+
+def test_missing_model_defers_the_series_instead_of_dropping_it(start_listener, make_series, job_service):
+    listener = start_listener(model="no-such-model:9.9")
+    series = make_series()
+    assert storescu(listener.port, series.files).returncode == 0
+    (deferred,) = wait_for(lambda: audit(listener, "job_deferred"), 30, "the deferral record")
+    assert deferred["error_code"] == "MODEL_NOT_FOUND" and deferred["next_attempt_in_s"] == 60.0
+    assert audit(listener, "job_rejected") == [] and jobs_for_series(job_service, series.series_uid) == []
+    assert len(listener.spool.series_files(series.series_uid)) == 48  # kept for the next attempt

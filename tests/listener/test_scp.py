@@ -118,7 +118,7 @@ def test_invalid_objects_get_failure_statuses_and_the_listener_keeps_working(sta
     assert records[1]["statuses"] == {"0x0000": 1, "0xC210": 1}
 
 
-def test_tls_with_a_self_signed_certificate(start_listener, tmp_path):
+def test_tls_with_a_self_signed_certificate_and_client_certificates(start_listener, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = run_tool("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
@@ -132,6 +132,13 @@ def test_tls_with_a_self_signed_certificate(start_listener, tmp_path):
     records = wait_for(lambda: [r for r in audit(listener, "association") if r["outcome"] == "released"], 10,
                        "the TLS association record")
     assert records[0]["tls"] is True
+
+    # with a CA file, client certificates are required: the self-signed certificate is its own CA here
+    strict = start_listener(tls_cert_file=cert, tls_key_file=key, tls_ca_file=cert)
+    with_cert = echoscu(strict.port, SCANNER_AE, LISTENER_AE, "+tls", str(key), str(cert), "+cf", str(cert))
+    assert with_cert.returncode == 0, with_cert.stdout + with_cert.stderr
+    without_cert = echoscu(strict.port, SCANNER_AE, LISTENER_AE, "+tla", "+cf", str(cert))
+    assert without_cert.returncode != 0
 
 
 @pytest.mark.parametrize("bad", [
