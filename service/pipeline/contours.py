@@ -21,10 +21,12 @@ Topology (documented behaviour):
   loop, so the polygon excludes the hole under the even-odd rule, the non-zero winding rule and for readers
   that union several contours; no pixel centre lies on the channel. We do not write the hole as a second
   contour: that relies on an exclusive-OR reading, which the standard only defines for the newer
-  CLOSEDPLANAR_XOR type that older readers and validators do not know. An island inside a hole is a polygon
+  CLOSEDPLANAR_XOR type that older readers and validators do not know, and plastimatch for one ORs the
+  contours of a slice by default (measured: the hole comes back filled). An island inside a hole is a polygon
   of its own.
 - Orientation: outer boundaries run counter-clockwise as displayed with rows downwards (positive shoelace area
-  with (row, col) taken as (x, y)). Collinear vertices are removed, except the two ends of each channel.
+  with (row, col) taken as (x, y)). Vertices where the boundary runs straight on are removed; the
+  U-turns at the ends of a keyhole channel stay.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class _Loops:
     def __init__(self, r: np.ndarray, c: np.ndarray, d: np.ndarray, nxt: np.ndarray) -> None:
         self.r, self.c, self.d = r.tolist(), c.tolist(), d.tolist()
         self.nxt = nxt.tolist()
+        self.prev: list[int] = []  # filled by index_prev() when holes need splicing
+
+    def index_prev(self) -> None:
         self.prev = [0] * len(self.nxt)
         for e, n in enumerate(self.nxt):
             self.prev[n] = e
@@ -125,12 +130,13 @@ class _Loops:
         return out
 
 
-def _join_holes(loops: _Loops, cycles: list[list[int]], height: int) -> None:
+def _join_holes(loops: _Loops, cycles: list[list[int]], height: int) -> bool:
     """Splice every hole cycle into the boundary straight above its top-left corner with a zero-width channel.
 
     The channel runs up the lattice column through the hole's top-left corner to the nearest boundary corner of
     another cycle; any boundary crossing that column has a corner on it, so the channel crosses none. Holes are
-    joined top first, so a hole found above another one is already part of its outer cycle.
+    joined top first, so a hole found above another one is already part of its outer cycle. Returns whether
+    there was any hole.
     """
     r = np.asarray(loops.r)
     c = np.asarray(loops.c)
@@ -144,6 +150,9 @@ def _join_holes(loops: _Loops, cycles: list[list[int]], height: int) -> None:
         cycle_of[loop] = i
     term = r * end_c - end_r * c  # shoelace with (row, col) as (x, y): > 0 for outer cycles
     holes = [i for i, loop in enumerate(cycles) if term[loop].sum() < 0]
+    if not holes:
+        return False
+    loops.index_prev()
     for i in sorted(holes, key=lambda i: (loops.r[cycles[i][0]], loops.c[cycles[i][0]])):
         out_v = cycles[i][0]  # first edge of a cycle starts at its top-left corner
         vr, vc = loops.r[out_v], loops.c[out_v]
@@ -167,6 +176,7 @@ def _join_holes(loops: _Loops, cycles: list[list[int]], height: int) -> None:
             loops.link(tail, edge)
             tail = edge
         loops.link(tail, after)
+    return True
 
 
 def mask_to_polygons(mask_yx: np.ndarray) -> list[np.ndarray]:
@@ -185,10 +195,12 @@ def mask_to_polygons(mask_yx: np.ndarray) -> list[np.ndarray]:
     p = np.pad(mask[r0:r1, c0:c1], 1)
     r, c, d = _directed_edges(p)
     loops = _Loops(r, c, d, _next_edges(p, r, c, d))
-    _join_holes(loops, loops.cycles(), p.shape[0])
+    cycles = loops.cycles()
+    if _join_holes(loops, cycles, p.shape[0]):
+        cycles = loops.cycles()
     polygons = []
     rows, cols, dirs = np.asarray(loops.r), np.asarray(loops.c), np.asarray(loops.d)
-    for loop in loops.cycles():
+    for loop in cycles:
         idx = np.asarray(loop)
         keep = np.roll(dirs[idx], 1) != dirs[idx]  # a vertex only where the direction changes
         verts = np.stack([rows[idx][keep], cols[idx][keep]], axis=1).astype(np.float64)

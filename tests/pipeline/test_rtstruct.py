@@ -3,6 +3,7 @@ correct side for head-first, feet-first and prone series, with the attributes a 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian, RTStructureSetStorage
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RTStructureSetStorage
 
 from service.pipeline.rtstruct import STRUCTURE_SET_LABEL, build_rtstruct, format_ds, write_rtstruct
 from service.pipeline.rtstruct_read import read_rtstruct_masks
@@ -274,3 +275,24 @@ def test_openkbp_samples_round_trip_through_plastimatch(patient, position, sampl
     print(f"OpenKBP {patient} {position} spacing {s.spacing_mm_zyx}: Dice {scores}")
     assert scores and all(score >= 0.97 for score in scores.values()), scores
     assert read_rtstruct_masks(rs, ct, list(masks))["Parotid_L"].sum() == s.parotid_l_zyx.sum()
+
+
+def test_non_ascii_patient_name_and_re_encoding_as_explicit_vr(tmp_path: Path) -> None:
+    """Contour Data is written from pre-encoded bytes; other character sets and transfer syntaxes stay correct."""
+    w = write_glands_series(tmp_path, "FFS", (2.0, 1.5, 1.5), shape=(10, 60, 80))
+    assert w.ct.info is not None
+    attrs = {**w.ct.info.patient_study_attrs, "SpecificCharacterSet": "ISO_IR 192", "PatientName": "Müller^Jürgen"}
+    ct = dataclasses.replace(w.ct, info=dataclasses.replace(w.ct.info, patient_study_attrs=attrs))
+    utf8 = tmp_path / "utf8.dcm"
+    write_rtstruct(ct, w.masks, utf8, model_name=MODEL, model_version=VERSION)
+    ds = build_rtstruct(ct, w.masks, model_name=MODEL, model_version=VERSION)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    explicit = tmp_path / "explicit.dcm"
+    ds.save_as(explicit, enforce_file_format=True)
+    for path in (utf8, explicit):
+        assert str(pydicom.dcmread(path).PatientName) == "Müller^Jürgen"
+        got = read_rtstruct_masks(path, ct, ["Parotid_L", "Parotid_R"])
+        assert all(np.array_equal(got[n], w.masks[n]) for n in w.masks)
+        if require_tool("dciodvfy"):
+            rc, errors, _ = run_dciodvfy(path)
+            assert errors == [] and rc == 0, (path.name, errors)
