@@ -8,9 +8,13 @@ worker limits are the service's, not the listener's.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
+
+LOGGER = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
 
@@ -41,6 +45,10 @@ class JobBackend(Protocol):
 
     def poll(self, job_id: str) -> JobView: ...
 
+    def maintenance(self) -> None:
+        """Called from the listener's loop; periodic upkeep of the job store (retention), if the backend has any."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -64,6 +72,7 @@ class ServiceJobBackend:
 
     def __init__(self, service) -> None:  # service: service.worker.service.JobService
         self.service = service
+        self._last_cleanup = time.monotonic()
 
     @classmethod
     def from_env(cls, **overrides) -> ServiceJobBackend:
@@ -94,6 +103,22 @@ class ServiceJobBackend:
         rtstruct = self.service.output_path(job_id, "rtstruct") if state == "succeeded" else None
         err = rec.error
         return JobView(job_id, state, rtstruct, err.code if err else None, err.message if err else None)
+
+    def maintenance(self) -> None:
+        """The service's retention clean-up every PAROTID_CLEANUP_INTERVAL_S, as ``parotid-seg serve`` does, so a
+        listener-only installation also deletes finished jobs after PAROTID_RETENTION_S. Safe beside an API doing
+        the same on the shared store (a job the other process removed first is skipped)."""
+        now = time.monotonic()
+        if now - self._last_cleanup < self.service.settings.cleanup_interval_s:
+            return
+        self._last_cleanup = now
+        try:
+            counts = self.service.cleanup()
+        except Exception as exc:  # noqa: BLE001 - a concurrent clean-up removed something first; next round
+            LOGGER.warning("job store clean-up: %s", type(exc).__name__)
+            return
+        if any(counts.values()):
+            LOGGER.info("job store clean-up: %s", counts)
 
     def close(self) -> None:
         self.service.close()

@@ -129,6 +129,7 @@ class Listener:
             self.audit.record("series_expired", series_uid=e.series_uid, reason=e.reason, n_instances=e.n_instances)
         if now - self._last_poll >= self.settings.poll_interval_s:
             self._last_poll = now
+            self.jobs.maintenance()
             for job in list(self._active.values()):
                 try:
                     self._follow(job)
