@@ -66,7 +66,8 @@ def run_segmentation(
     ct = timer.run("read", 0.05, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
     ref_masks = None
     if reference is not None:
-        ref_masks = timer.run("read_reference", 0.1, read_rtstruct_masks, reference, ct, None)
+        ref_masks = timer.run("read_reference", 0.1, read_rtstruct_masks, reference, ct,
+                              list(loaded.plan.labels[1:]), require_all=False)
     t0 = time.perf_counter()
     if progress:
         progress("preprocess", 0.15)
