@@ -75,7 +75,7 @@ def bland_altman(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path) -> dict:
+def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path, tta: bool | None = None) -> dict:
     from service.model_bundle import BundleRef, load_bundle
     from service.pipeline import metrics as M
     from service.pipeline.infer import predict_probabilities, probabilities_to_ct_grid
@@ -86,7 +86,7 @@ def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path) -> dict:
     from training.prepare import iter_cases
 
     loaded = load_bundle(BundleRef(bundle.parent.name, bundle.name, bundle))
-    plan = loaded.plan
+    plan = loaded.plan if tta is None else loaded.plan.model_copy(update={"tta_lr_flip": tta})
     glands = tuple(plan.labels[1:])
     out_dir.mkdir(parents=True, exist_ok=True)
     report = SkipReport({})
@@ -121,7 +121,7 @@ def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path) -> dict:
     summary = {
         "bundle": f"{bundle.parent.name}:{bundle.name}", "data_dir": str(data_dir), "format": fmt,
         "n_patients": len({r["patient"] for r in rows}), "skipped": report.skipped,
-        "grid": "each patient's native grid", "summary": _summary(rows, glands),
+        "grid": "each patient's native grid", "tta_lr_flip": plan.tta_lr_flip, "summary": _summary(rows, glands),
         "seconds_per_patient_median": float(np.median(times)) if times else None,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -148,13 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["openkbp", "dicom", "nifti"], default="openkbp")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--update-bundle", action="store_true")
+    p.add_argument("--tta", choices=["plan", "on", "off"], default="plan",
+                   help="left-right flip test-time augmentation: as the bundle's plan says, or forced on/off")
     p.add_argument("--holdout-final-report", action="store_true")
     args = p.parse_args(argv)
     if args.data_dir.name == "test-pats" and not args.holdout_final_report:
         print("error[BAD_TRAINING_DATA]: test-pats is the independent holdout; use --holdout-final-report only for"
               " a one-off final report", file=sys.stderr)
         return 2
-    summary = evaluate(args.bundle, args.data_dir, args.format, args.output)
+    tta = None if args.tta == "plan" else args.tta == "on"
+    if args.update_bundle and tta is not None:
+        print("error: --update-bundle evaluates the bundle as it is (use --tta plan)", file=sys.stderr)
+        return 2
+    summary = evaluate(args.bundle, args.data_dir, args.format, args.output, tta)
     for g, s in summary["summary"].items():
         print(f"{g}: n={s['n']} Dice median {s['dice_median']:.3f} mean {s['dice_mean']:.3f} "
               f"SD {s['dice_std']:.3f}; HD95 median {s['hd95_mm_median']:.1f} mm", file=sys.stderr)

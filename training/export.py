@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 
-def export_bundle(run_dir: Path, store: Path, name: str, version: str, weights: str = "best_dice") -> Path:
+def export_bundle(
+    run_dir: Path, store: Path, name: str, version: str, weights: str = "best_dice", tta_lr_flip: bool | None = None
+) -> Path:
     import keras
 
     from service.model_bundle import write_checksums
@@ -26,6 +28,8 @@ def export_bundle(run_dir: Path, store: Path, name: str, version: str, weights: 
 
     state = json.loads((run_dir / "state.json").read_text())
     plan = Plan.load(run_dir / "plan.json")
+    if tta_lr_flip is not None:
+        plan = plan.model_copy(update={"tta_lr_flip": tta_lr_flip})
     final = store / name / version
     if final.exists():
         raise FileExistsError(f"{final} exists: bundles are immutable, choose a new version")
@@ -68,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="parotid-unet3d")
     p.add_argument("--version", required=True)
     p.add_argument("--weights", choices=["best_dice", "best_loss", "last"], default="best_dice")
+    p.add_argument("--tta", choices=["on", "off"], default=None,
+                   help="write left-right flip test-time augmentation into the bundle's plan (default: as trained)")
     args = p.parse_args(argv)
-    path = export_bundle(args.run, args.store, args.name, args.version, args.weights)
+    tta = None if args.tta is None else args.tta == "on"
+    path = export_bundle(args.run, args.store, args.name, args.version, args.weights, tta)
     print(f"exported {path}", file=sys.stderr)
     return 0
 

@@ -52,8 +52,25 @@ def predict_probabilities(predict: PredictFn, x_zyx: np.ndarray, plan: Plan) -> 
     box = body_box(x_zyx, plan)
     out = np.zeros((*x_zyx.shape, len(plan.labels)), dtype=np.float32)
     out[..., 0] = 1.0
-    out[box] = _predict_box(predict, np.ascontiguousarray(x_zyx[box]), plan)
+    crop = np.ascontiguousarray(x_zyx[box])
+    probs = _predict_box(predict, crop, plan)
+    if plan.tta_lr_flip:
+        mirrored = _predict_box(predict, np.ascontiguousarray(crop[:, :, ::-1]), plan)[:, :, ::-1]
+        probs = 0.5 * (probs + mirrored[..., mirror_channel_order(plan.labels)])
+    out[box] = probs
     return out
+
+
+def mirror_channel_order(labels: tuple[str, ...]) -> list[int]:
+    """Channel permutation that swaps left and right structures (``*_L`` <-> ``*_R``) after a mirror in x."""
+    def partner(name: str) -> str:
+        if name.endswith("_L"):
+            return name[:-2] + "_R"
+        if name.endswith("_R"):
+            return name[:-2] + "_L"
+        return name
+
+    return [labels.index(partner(n)) if partner(n) in labels else i for i, n in enumerate(labels)]
 
 
 def _predict_box(predict: PredictFn, x_zyx: np.ndarray, plan: Plan) -> np.ndarray:

@@ -33,6 +33,8 @@ class Plan(BaseModel):
     # sliding-window inference: the largest window passed to the network at once, and the window overlap
     inference_window_zyx: tuple[int, int, int] = (128, 160, 160)
     overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    # test-time augmentation: average with the prediction of the left-right mirrored volume (gland labels swapped)
+    tta_lr_flip: bool = False
     # every patch dimension must be divisible by this (2 ** number of poolings)
     size_divisor: int = 16
     min_slices: int = Field(16, ge=1)
