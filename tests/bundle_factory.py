@@ -20,18 +20,24 @@ def build_test_bundle(
     """An untrained residual U-Net bundle (random weights, fixed seed) with the default plan."""
     import keras
 
-    from service.model_bundle import write_checksums
-    from service.pipeline.plan import Plan
     from training.networks import build_unet
 
     keras.utils.set_random_seed(7)
+    model = build_unet("residual", base_filters=base_filters, depth=4, n_classes=3)
+    return _write_bundle(model, store, name, version, "untrained test bundle; no accuracy", promote)
+
+
+def _write_bundle(model, store: Path, name: str, version: str, note: str, promote: bool) -> Path:
+    """Lay out a bundle as ``training.export`` does: model, default plan, metrics, card, checksums."""
+    from service.model_bundle import write_checksums
+    from service.pipeline.plan import Plan
+
     bundle = Path(store) / name / version
     bundle.mkdir(parents=True, exist_ok=True)
-    model = build_unet("residual", base_filters=base_filters, depth=4, n_classes=3)
     model.save(bundle / "model.keras")
     Plan().save(bundle / "plan.json")
-    (bundle / "metrics.json").write_text(json.dumps({"note": "untrained test bundle; no accuracy"}) + "\n")
-    (bundle / "MODEL_CARD.md").write_text(f"# {name} {version}\n\nUntrained test bundle. Not a model.\n")
+    (bundle / "metrics.json").write_text(json.dumps({"note": note}) + "\n")
+    (bundle / "MODEL_CARD.md").write_text(f"# {name} {version}\n\n{note}. Not a model for use.\n")
     write_checksums(bundle)
     if promote:
         (Path(store) / "PROMOTED").write_text(f"{name}:{version}\n")
@@ -54,8 +60,6 @@ def build_oracle_bundle(store: Path, name: str = "oracle", version: str = "1.0.0
     import keras
     import numpy as np
 
-    from service.model_bundle import write_checksums
-    from service.pipeline.plan import Plan
 
     inp = keras.Input(shape=(None, None, None, 1), name="ct")
     hidden = keras.layers.Conv3D(2, 1, activation="relu", name="thresholds")(inp)
@@ -64,16 +68,7 @@ def build_oracle_bundle(store: Path, name: str = "oracle", version: str = "1.0.0
     model.get_layer("thresholds").set_weights([np.array([1.0, 1.0]).reshape(1, 1, 1, 1, 2), np.array([-0.2, -0.6])])
     w = np.array([[0.0, 20.0, 0.0], [0.0, -40.0, 40.0]]).reshape(1, 1, 1, 2, 3)
     model.get_layer("probs").set_weights([w, np.array([0.0, -2.0, -2.0])])
-    bundle = Path(store) / name / version
-    bundle.mkdir(parents=True, exist_ok=True)
-    model.save(bundle / "model.keras")
-    Plan().save(bundle / "plan.json")
-    (bundle / "metrics.json").write_text(json.dumps({"note": "oracle test bundle: labels by intensity"}) + "\n")
-    (bundle / "MODEL_CARD.md").write_text(f"# {name} {version}\n\nOracle test bundle (labels by intensity).\n")
-    write_checksums(bundle)
-    if promote:
-        (Path(store) / "PROMOTED").write_text(f"{name}:{version}\n")
-    return bundle
+    return _write_bundle(model, store, name, version, "oracle test bundle: labels by intensity", promote)
 
 
 def oracle_phantom(shape_zyx=(40, 64, 64)):
