@@ -5,9 +5,10 @@ come from the same environment as the service (``PAROTID_*``), so the check prob
 
 - ``api``: ``GET /healthz`` on the API's port (``PAROTID_PORT``) answers 200. Liveness only: ``/readyz`` (broker,
   model, disk) is for load balancers and monitoring, a broker outage must not mark the API container unhealthy.
-- ``worker [NODE]``: the Celery worker node (default ``parotid@<hostname>``, the name ``parotid-seg worker``
-  gives itself) answers a ``ping`` over the broker. The worker's parent process answers while its child runs a
-  job, so a long job does not make it unhealthy.
+- ``worker [NODE]``: the Celery worker node NODE, by default any node ``*@<hostname>`` (``parotid-seg worker``
+  names itself ``parotid-<pid>@<hostname>``; a container's hostname is its own), answers a ``ping`` over the
+  broker. The worker's parent process answers while its child runs a job, so a long job does not make it
+  unhealthy.
 - ``listener``: a DICOM association to the listener (``PAROTID_LISTENER_*`` or its TOML file, with TLS when the
   listener uses it) with calling AE title ``PAROTID_HEALTH``: a C-ECHO success, or a DICOM rejection of the
   association (an unlisted calling AE), shows that the listener's DICOM layer answers; a refused or silent port
@@ -28,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 TIMEOUT_S = 8.0
+PING_TIMEOUT_S = 5.0
 HEALTH_AE_TITLE = "PAROTID_HEALTH"
 ROLES_BY_COMMAND = {"serve": "api", "worker": "worker", "listen": "listener"}
 
@@ -50,24 +52,29 @@ def check_api() -> tuple[bool, str]:
 
 
 def check_worker(node: str | None = None) -> tuple[bool, str]:
+    """Ping the worker node ``node``, or any node ``*@<this hostname>`` (``parotid-seg worker`` names itself
+    ``parotid-<pid>@<hostname>``, and a container's hostname is its own)."""
     from service.config import Settings
     from service.worker.celery_app import broker_label, create_celery
 
     settings = Settings()
     if settings.broker_url is None:
         return False, "PAROTID_BROKER_URL is not set: there is no Celery worker to ask"
-    node = node or f"parotid@{socket.gethostname()}"
+    target = node or f"*@{socket.gethostname()}"
     app = create_celery(settings)
     try:
-        replies = app.control.ping(destination=[node], timeout=min(TIMEOUT_S, 5.0))
+        if node:
+            replies = app.control.ping(destination=[node], timeout=PING_TIMEOUT_S)
+        else:
+            replies = app.control.ping(pattern=target, matcher="glob", limit=1, timeout=PING_TIMEOUT_S)
     except Exception as exc:  # broker unreachable: kombu/redis errors, OSError
         return False, f"broker {broker_label(settings.broker_url)}: {type(exc).__name__}: {exc}"
     finally:
         app.close()
     answered = [name for reply in replies for name in reply]
-    if node in answered:
-        return True, f"worker {node} answered ping via {broker_label(settings.broker_url)}"
-    return False, f"worker {node} did not answer ping via {broker_label(settings.broker_url)} within 5 s"
+    if answered:
+        return True, f"worker {', '.join(answered)} answered ping via {broker_label(settings.broker_url)}"
+    return False, f"no worker {target} answered ping via {broker_label(settings.broker_url)} within {PING_TIMEOUT_S} s"
 
 
 def _client_tls(settings, host: str) -> tuple[ssl.SSLContext, str] | None:
