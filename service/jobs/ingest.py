@@ -20,10 +20,8 @@ from pydicom.uid import RTStructureSetStorage
 
 from service.errors import ErrorCode, InputError
 from service.jobs.models import MANIFEST_FILE
-from service.pipeline.series import _check_identity
-from service.pipeline.series_geometry import plan_grid
-from service.pipeline.series_pixels import check_pixel_format
-from service.pipeline.series_scan import CtFile, scan_inputs, select_series, tag_label
+from service.pipeline.series import check_series_headers
+from service.pipeline.series_scan import CtFile, tag_label
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -50,17 +48,7 @@ def _pixel_bytes_digest(f: CtFile) -> bytes:
 
 def check_series(inputs: Path | list[Path], *, series_uid: str | None, min_slices: int) -> SeriesCheck:
     """Find, validate (headers and geometry) and fingerprint the CT series; raises InputError like load_series."""
-    scan = scan_inputs(inputs)
-    uid, files = select_series(scan, series_uid)
-    if len(files) < min_slices:
-        raise InputError(
-            ErrorCode.TOO_FEW_SLICES,
-            f"CT series {uid} (e.g. {files[0].path}) has {len(files)} slice(s); at least {min_slices} are needed",
-        )
-    _check_identity(files)
-    layout = plan_grid(files)
-    for f in files:
-        check_pixel_format(f)
+    uid, files, layout, _ = check_series_headers(inputs, series_uid=series_uid, min_slices=min_slices)
     h = hashlib.sha256()
     for idx in layout.order:
         h.update(_pixel_bytes_digest(files[idx]))

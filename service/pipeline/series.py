@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import ErrorCode, InputError
-from service.pipeline.series_geometry import plan_grid
-from service.pipeline.series_pixels import check_pixel_format, read_hu_slice
+from service.pipeline.series_geometry import GridLayout, plan_grid
+from service.pipeline.series_pixels import PixelFormat, check_pixel_format, read_hu_slice
 from service.pipeline.series_scan import CtFile, scan_inputs, select_series, tag_label
 from service.pipeline.volume import SeriesInfo, Volume
 
@@ -72,6 +72,36 @@ def _check_identity(files: Sequence[CtFile]) -> None:
                 )
 
 
+def check_series_headers(
+    inputs: Path | Sequence[Path],
+    *,
+    series_uid: str | None = None,
+    min_slices: int = 1,
+    max_voxels: int = 1024 * 1024 * 1024,
+) -> tuple[str, list[CtFile], GridLayout, list[PixelFormat]]:
+    """Every check ``load_series`` makes before decoding pixels (headers only): find and choose the series,
+    count, identity, geometry, size and pixel format. Shared with the API's synchronous upload check."""
+    scan = scan_inputs(inputs if isinstance(inputs, str | os.PathLike) else list(inputs))
+    uid, files = select_series(scan, series_uid)
+    if len(files) < min_slices:
+        raise InputError(
+            ErrorCode.TOO_FEW_SLICES,
+            f"CT series {uid} (e.g. {files[0].path}) has {len(files)} slice(s); at least {min_slices} are needed",
+        )
+    _check_identity(files)
+    layout = plan_grid(files)
+    n_voxels = int(np.prod(layout.shape_zyx, dtype=np.int64))
+    if n_voxels > max_voxels:
+        nz, ny, nx = layout.shape_zyx
+        raise InputError(
+            ErrorCode.TOO_LARGE,
+            f"CT series {uid} (e.g. {files[0].path}) has {nz} x {ny} x {nx} = {n_voxels} voxels, more than the "
+            f"limit of {max_voxels}",
+        )
+    formats = [check_pixel_format(f) for f in files]
+    return uid, files, layout, formats
+
+
 def load_series(
     inputs: Path | Sequence[Path],
     *,
@@ -93,25 +123,9 @@ def load_series(
     OBLIQUE_ORIENTATION, GANTRY_TILT, DUPLICATE_POSITION, NONUNIFORM_SPACING, TOO_LARGE, CORRUPT_FILE,
     UNSUPPORTED_TRANSFER_SYNTAX or PIXEL_DATA_ERROR.
     """
-    scan = scan_inputs(inputs if isinstance(inputs, str | os.PathLike) else list(inputs))
-    uid, files = select_series(scan, series_uid)
-    if len(files) < min_slices:
-        raise InputError(
-            ErrorCode.TOO_FEW_SLICES,
-            f"CT series {uid} (e.g. {files[0].path}) has {len(files)} slice(s); at least {min_slices} are needed",
-        )
-    _check_identity(files)
-    layout = plan_grid(files)
-    n_voxels = int(np.prod(layout.shape_zyx, dtype=np.int64))
-    if n_voxels > max_voxels:
-        nz, ny, nx = layout.shape_zyx
-        raise InputError(
-            ErrorCode.TOO_LARGE,
-            f"CT series {uid} (e.g. {files[0].path}) has {nz} x {ny} x {nx} = {n_voxels} voxels, more than the "
-            f"limit of {max_voxels}",
-        )
-    formats = [check_pixel_format(f) for f in files]
-
+    uid, files, layout, formats = check_series_headers(
+        inputs, series_uid=series_uid, min_slices=min_slices, max_voxels=max_voxels
+    )
     array_zyx = np.empty(layout.shape_zyx, dtype=np.float32)
     rows, cols = int(files[0].ds.Rows), int(files[0].ds.Columns)
     for k, idx in enumerate(layout.order):
