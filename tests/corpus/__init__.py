@@ -11,6 +11,8 @@ from tests.corpus.series_cases import SERIES_CASES
 
 BUILDERS = SERIES_CASES + REQUEST_CASES
 CASE_NAMES = [b.__name__ for b in BUILDERS]  # known before anything is written (test parametrization)
+# the cases that are also sent over DICOM (a test checks this list against the built cases)
+DICOM_CASE_NAMES = [b.__name__ for b in SERIES_CASES] + ["missing_auth", "wrong_key"]
 
 
 def build_corpus(root: Path) -> list[Case]:

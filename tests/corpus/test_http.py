@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs.models import INPUT_DIR, OUTPUT_DIR, PREVIEW_FILE, QA_FILE, RTSTRUCT_FILE
+from service.jobs.models import INPUT_DIR, OUTPUT_DIR
 from tests.corpus import CASE_NAMES
+from tests.corpus.checks import ALL_OUTPUTS, store_leftovers
 from tests.corpus.model import AUTH_KEY, Case
 from tests.corpus.request_cases import EVIL_NAME
 from tests.service.conftest import KEY_ALICE, auth
@@ -40,15 +41,6 @@ def wait_done(client, job_id: str) -> dict:
         if body["state"] in ("succeeded", "failed") or time.monotonic() > deadline:
             return body
         time.sleep(0.1)
-
-
-def leftovers(root: Path) -> list[str]:
-    """Temporary or partial files anywhere in the job store, upload parts not moved into input/, and anything left
-    in staging/. (An accepted job keeps an empty ``.upload/`` folder from the upload: empty, so not counted.)"""
-    odd = [p for p in root.rglob("*") if p.name.endswith((".partial", ".tmp"))
-           or (".upload" in p.parts[len(root.parts):] and p.name != ".upload")]
-    odd += list((root / "staging").iterdir())
-    return sorted(str(p.relative_to(root)) for p in odd)
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +75,7 @@ def test_http_case(name: str, corpus: dict[str, Case], corpus_client) -> None:
         assert (done["error"] or {}).get("code") == want.code, done
         folder = store.job_path(body["id"])
         outputs = sorted(p.name for p in (folder / OUTPUT_DIR).iterdir())
-        assert outputs == (sorted([PREVIEW_FILE, QA_FILE, RTSTRUCT_FILE]) if want.job == "succeeded" else [])
+        assert outputs == (ALL_OUTPUTS if want.job == "succeeded" else [])
         assert not (folder / INPUT_DIR).exists()  # inputs are removed when the job ends
         if want.job == "succeeded":
             rs = corpus_client.get(done["links"]["rtstruct"], headers=auth(KEY_ALICE))
@@ -95,7 +87,7 @@ def test_http_case(name: str, corpus: dict[str, Case], corpus_client) -> None:
         assert body["error"]["message"]
         assert str(store.root) not in body["error"]["message"]  # no server paths in messages
         assert new_jobs == set()  # a refused upload leaves no job
-    assert leftovers(store.root) == []
+    assert store_leftovers(store.root) == []
     assert not list(Path("/tmp").glob(f"{EVIL_NAME}*")) and not list(store.root.rglob(f"{EVIL_NAME}*"))
 
 
