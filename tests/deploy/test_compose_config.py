@@ -217,3 +217,28 @@ def test_operations_doc_covers_every_variable() -> None:
     doc = (REPO / "docs" / "operations.md").read_text()
     undocumented = [v for v in [*setting_variables(), *NON_FIELD_VARIABLES] if f"`{v}`" not in doc]
     assert not undocumented, f"docs/operations.md does not document: {undocumented}"
+
+
+def _doc_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_operations_doc_defaults_match_the_code() -> None:
+    """The default column of docs/operations.md states the code's default for every plain (number, text, flag)
+    setting, so a changed default cannot leave the operator's table behind."""
+    doc = (REPO / "docs" / "operations.md").read_text()
+    wrong = {}
+    for cls, prefix in ((Settings, "PAROTID_"), (ListenerSettings, "PAROTID_LISTENER_")):
+        for name, field in cls.model_fields.items():
+            if field.default_factory is not None or not isinstance(field.default, (int, float, str, bool)):
+                continue
+            variable = prefix + name.upper()
+            row = re.search(rf"^\| `{variable}` \| ([^|]*)\|", doc, re.M)
+            expected = f"`{_doc_value(field.default)}`" if field.default != "" else "empty"
+            if row is None or not row.group(1).strip().startswith(expected):
+                wrong[variable] = (expected, row.group(1).strip() if row else None)
+    assert not wrong, f"docs/operations.md defaults differ from the code (expected, documented): {wrong}"
