@@ -242,3 +242,19 @@ def test_operations_doc_defaults_match_the_code() -> None:
             if row is None or not row.group(1).strip().startswith(expected):
                 wrong[variable] = (expected, row.group(1).strip() if row else None)
     assert not wrong, f"docs/operations.md defaults differ from the code (expected, documented): {wrong}"
+
+
+def test_env_example_comments_show_the_defaults() -> None:
+    """A commented-out '# PAROTID_X=value' line of the env example shows the code's default (settings without a
+    default show an example value instead)."""
+    fields = {f"PAROTID_{n.upper()}": f for n, f in Settings.model_fields.items()}
+    fields.update({f"PAROTID_LISTENER_{n.upper()}": f for n, f in ListenerSettings.model_fields.items()})
+    checked, wrong = 0, {}
+    for m in re.finditer(r"^# (PAROTID_[A-Z0-9_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.M):
+        field = fields[m.group(1)]
+        if field.default_factory is not None or field.default is None:
+            continue
+        checked += 1
+        if m.group(2) != _doc_value(field.default) and m.group(2) != str(field.default):
+            wrong[m.group(1)] = (m.group(2), field.default)
+    assert checked >= 10 and not wrong, wrong
