@@ -22,7 +22,7 @@ BUNDLE ?= model_store/$(NAME)/$(VERSION)
 EVAL_OUT ?= runs/eval-$(notdir $(BUNDLE))
 OPENKBP_GIT ?= /work/.mirror/ababier+open-kbp/repo
 
-.PHONY: venv tools lint typecheck test test-fast retrain export evaluate openkbp-data clean
+.PHONY: compose-config venv tools lint typecheck test test-fast retrain export evaluate openkbp-data clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ venv: $(STAMP)
 
 tools:
 	bash scripts/install-debian-tools.sh
+	bash scripts/install-deploy-tools.sh
+
+# Validate the compose stack with the example configuration.
+compose-config: tools
+	PAROTID_ENV_FILE=deploy/parotid.env.example docker-compose config -q
 
 lint: venv
 	$(BIN)/ruff check service training tests
