@@ -58,6 +58,17 @@ test-fast: venv
 serve: venv
 	$(BIN)/parotid-seg serve
 
+# Speed (docs/benchmarks.md): latency per path and stage, worker memory, throughput with 1 and 2 workers, ingest
+# rate. QUICK=1: tiny input, one repeat (development). More options: BENCH_ARGS="--repeats 5 --model NAME:VERSION".
+.PHONY: bench chaos
+bench: venv
+	$(BIN)/python -m bench.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# Faults (docs/benchmarks.md): workers killed mid-inference, Redis restart, disk at the watermark, aborted DICOM
+# associations, return destination down; exit status 1 if a job was lost or ran twice. CHAOS_ARGS="--only NAME".
+chaos: venv
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
 # Export the OpenKBP train/validation splits from a git copy of github.com/ababier/open-kbp (never test-pats).
 openkbp-data:
 	scripts/export_openkbp.sh $(OPENKBP_GIT) $(DATA:/provided-data=)

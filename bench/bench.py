@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         p.error(f"--only: unknown part(s) {sorted(unknown)}")
+    if ({"celery", "throughput"} & set(parts)) and shutil.which("redis-server") is None:
+        p.error("redis-server not found (apt-get install redis-server), or leave out celery,throughput with --only")
     repeats = args.repeats or (1 if args.quick else 3)
     n_jobs = args.throughput_jobs or (2 if args.quick else 4)
     grid = QUICK if args.quick else CLINICAL

@@ -175,3 +175,27 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str) -> Proc:
 
     wait_until(ready, 120, f"{name} ready", 0.25)
     return proc
+
+
+def start_listener(env: dict[str, str], log_dir: Path, port: int, name: str = "listen") -> Proc:
+    """``parotid-seg listen`` (settings in ``env``: PAROTID_LISTENER_*, and the service's PAROTID_*)."""
+    proc = spawn(name, [PAROTID, "listen", "--bind-host", "127.0.0.1", "--port", str(port)], env, log_dir)
+
+    def up() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited: {proc.log_text()[-2000:]}")
+        return port_open(port)
+
+    wait_until(up, 120, f"{name} on port {port}", 0.2)
+    return proc
+
+
+def start_storescp(ae_title: str, port: int, out_dir: Path, log_dir: Path) -> Proc:
+    """DCMTK ``storescp`` (an outside DICOM peer: the planning system receiving the RTSTRUCT)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proc = spawn(f"storescp-{ae_title}-{port}", ["storescp", "-aet", ae_title, "-od", str(out_dir), str(port)],
+                 dict(os.environ), log_dir)
+    wait_until(lambda: port_open(port) or not proc.alive(), 10, f"storescp on port {port}")
+    if not proc.alive():
+        raise RuntimeError(f"storescp failed: {proc.log_text()[-500:]}")
+    return proc

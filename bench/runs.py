@@ -81,8 +81,9 @@ class ServiceUnderTest:
         if celery:
             self.redis, redis_port = start_redis(work / "redis", self.logs)
             broker = f"redis://127.0.0.1:{redis_port}/0"
+        values: dict[str, object] = {"min_free_disk_bytes": 0, **settings}
         self.env = base_env(job_dir=work / "jobs", model_store=model.store, default_model=model.spec, api_keys=line,
-                            min_free_disk_bytes=0, broker_url=broker, **settings)
+                            broker_url=broker, **values)
         self.port = free_port()
         self.serve = start_serve(self.env, self.logs, self.port)
         self.workers: list[Proc] = []
