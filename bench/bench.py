@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.data import CLINICAL, QUICK, resampled_volume, write_series
-from bench.report import markdown, summarize_runs
+from bench.report import markdown, summarize_runs, update_doc
 from bench.runs import ModelChoice, measure_read, run_cli, run_service, run_throughput
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.md").write_text(table)
     print(table, end="")
     log(f"wrote {args.out / (stem + '.json')} and .md")
+    full = not args.quick and args.out.resolve() == DEFAULT_OUT.resolve() and set(parts) == set(PARTS)
+    if full and update_doc("bench", table):
+        log("docs/benchmarks.md updated")
     return 0
 
 

@@ -29,6 +29,7 @@ from bench.chaos_common import Ctx, Scenario
 from bench.chaos_edge import destination_down, disk_watermark, listener_abort
 from bench.chaos_worker import poison_job, pool_child_sigkill, redis_restart, whole_worker_sigkill
 from bench.data import QUICK, resampled_volume
+from bench.report import update_doc
 
 SCENARIOS = {
     "worker_sigkill_repeated": pool_child_sigkill,
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     report = markdown(result)
     (args.out / "chaos.md").write_text(report)
     print(report, end="")
+    if args.out.resolve() == DEFAULT_OUT.resolve() and names == list(SCENARIOS) and update_doc("chaos", report):
+        print("docs/benchmarks.md updated", file=sys.stderr)
     return 0 if result["passed"] == len(scenarios) else 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 STAGES = ("load_model", "read", "read_reference", "preprocess", "model", "resample_back", "postprocess", "rtstruct",
@@ -108,11 +109,38 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def update_doc(section: str, content: str, doc: Path = DOC) -> bool:
+    """Replace the text between ``<!-- {section}:begin -->`` and ``<!-- {section}:end -->`` in ``doc`` (written
+    atomically); False when the file or the markers are missing."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    try:
+        text = doc.read_text()
+    except FileNotFoundError:
+        return False
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    tmp = doc.with_name(f".{doc.name}.partial")
+    tmp.write_text(f"{head}{begin}\n{content}{end}{tail}")
+    tmp.replace(doc)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("result", type=Path)
+    parser.add_argument("--update-doc", action="store_true", help=f"also write the tables into {DOC}")
     args = parser.parse_args(argv)
-    print(markdown(json.loads(args.result.read_text())), end="")
+    result = json.loads(args.result.read_text())
+    table = markdown(result)
+    print(table, end="")
+    if args.update_doc and not update_doc("bench", table):
+        print(f"no bench markers in {DOC}", file=sys.stderr)
+        return 1
     return 0
 
 
