@@ -41,7 +41,7 @@ compose-config: tools
 	PAROTID_ENV_FILE=deploy/parotid.env.example docker-compose config -q
 
 lint: venv
-	$(BIN)/ruff check service training tests
+	$(BIN)/ruff check service training tests bench docker
 
 typecheck: venv
 	$(BIN)/mypy
