@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_FILES = "TOO_MANY_FILES"
     UNSAFE_ARCHIVE = "UNSAFE_ARCHIVE"
     BAD_ARCHIVE = "BAD_ARCHIVE"
+    # series loading: an attribute present but not a valid value (e.g. a UID that is not a UID)
+    INVALID_ATTRIBUTE = "INVALID_ATTRIBUTE"
 
 
 class InputError(Exception):

@@ -9,7 +9,8 @@ title must be in the allow-list (unless ``allow_unknown_ae``). C-STORE statuses 
 0xA700     Refused, out of resources: free disk below the watermark, or the write failed
 0xA900     Data set does not match SOP class: missing or invalid (0008,0016) SOP Class UID,
            (0008,0018) SOP Instance UID, (0020,000E) Series Instance UID, (0008,0060) Modality not CT,
-           or no (7FE0,0010) Pixel Data
+           no (7FE0,0010) Pixel Data, or a native (uncompressed) Pixel Data shorter than Rows x Columns x
+           Samples per Pixel x Number of Frames x Bits Allocated / 8 (a truncated instance)
 0xC210     Cannot understand: the data set could not be decoded
 =========  =====================================================================================
 
@@ -26,8 +27,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000,
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -47,6 +50,7 @@ from service.listener.audit import AuditLog
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool, is_valid_uid
 from service.listener.tracker import Origin, SeriesTracker
+from service.pipeline.series_pixels import native_pixel_data_bytes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -208,6 +212,7 @@ class StorageHandlers:
             series_uid = str(ds.get("SeriesInstanceUID", "")).strip()
             modality = str(ds.get("Modality", "")).strip().upper()
             has_pixels = "PixelData" in ds
+            pixels_short = has_pixels and pixel_data_too_short(ds, UID(str(event.context.transfer_syntax)))
         except Exception as exc:  # noqa: BLE001 - any decoding failure of peer data
             LOGGER.warning("C-STORE data set could not be decoded: %s", type(exc).__name__)
             return STATUS_CANNOT_UNDERSTAND, None
@@ -224,6 +229,10 @@ class StorageHandlers:
             LOGGER.warning("C-STORE data set does not match CT Image Storage (SOP class/instance UID, series UID, "
                            "modality or pixel data)")
             return STATUS_DATASET_MISMATCH, None
+        if pixels_short:
+            LOGGER.warning("C-STORE data set refused: (7FE0,0010) Pixel Data is shorter than (0028,0010) Rows x "
+                           "(0028,0011) Columns x samples x frames x bytes per sample (truncated?)")
+            return STATUS_DATASET_MISMATCH, None
         try:
             self.spool.store_instance(series_uid, sop_uid, data)
         except OSError as exc:
@@ -237,6 +246,17 @@ class StorageHandlers:
     def open_associations(self) -> int:
         with self._lock:
             return len(self._records)
+
+
+def pixel_data_too_short(ds: Dataset, transfer_syntax: UID) -> bool:
+    """True when a native (uncompressed) (7FE0,0010) Pixel Data holds fewer bytes than the Image Pixel attributes
+    call for (the loader's own rule, ``series_pixels.native_pixel_data_bytes``): a truncated instance, refused
+    before it reaches the spool. Encapsulated (compressed) Pixel Data has no fixed length: the pipeline checks it
+    when it decodes."""
+    if transfer_syntax.is_encapsulated:
+        return False
+    expected = native_pixel_data_bytes(ds)
+    return expected is not None and len(ds.PixelData or b"") < expected
 
 
 def _called_ae(assoc: Any) -> str:

@@ -1,7 +1,8 @@
 """Check that a CT slice's pixels can be decoded, then decode them once into Hounsfield units.
 
 Reads (0002,0010) Transfer Syntax UID, (0028,0002) Samples per Pixel, (0028,0004) Photometric Interpretation,
-(0028,0100) Bits Allocated, (0028,1052) Rescale Intercept, (0028,1053) Rescale Slope and (7FE0,0010) Pixel Data.
+(0028,0010) Rows, (0028,0011) Columns, (0028,0008) Number of Frames, (0028,0100) Bits Allocated,
+(0028,1052) Rescale Intercept, (0028,1053) Rescale Slope and (7FE0,0010) Pixel Data.
 Compressed syntaxes (JPEG Lossless .57/.70, JPEG 2000 .90/.91, RLE Lossless, JPEG-LS, ...) are decoded by
 pydicom's pixel handlers with the pylibjpeg plugins.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
@@ -25,6 +27,26 @@ class PixelFormat:
     transfer_syntax: UID
     rescale_slope: float
     rescale_intercept: float
+
+
+def native_pixel_data_bytes(ds: Dataset) -> int | None:
+    """The bytes of native (uncompressed) (7FE0,0010) Pixel Data that the Image Pixel attributes call for:
+    (0028,0010) Rows x (0028,0011) Columns x (0028,0002) Samples per Pixel x (0028,0008) Number of Frames x
+    (0028,0100) Bits Allocated / 8 (bits rounded up to whole bytes once, for 1-bit data), without the pad byte to an
+    even length. None when Rows or Columns is missing or a value is not a non-negative integer (other checks
+    report those). Only meaningful for native transfer syntaxes (an encapsulated Pixel Data has no fixed length).
+    Shared by the loader and the DICOM listener's C-STORE check."""
+    try:
+        rows, cols = int(ds["Rows"].value), int(ds["Columns"].value)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if min(rows, cols, samples, frames, bits) < 0:
+        return None
+    n_values = rows * cols * samples * frames
+    return n_values * ((bits + 7) // 8) if bits >= 8 else (n_values * bits + 7) // 8
 
 
 def _syntax_label(ts: UID) -> str:
@@ -72,13 +94,12 @@ def read_hu_slice(path: Path, fmt: PixelFormat, rows: int, cols: int) -> np.ndar
     if "PixelData" not in ds:
         raise InputError(ErrorCode.CORRUPT_FILE, f"{path}: no (7FE0,0010) Pixel Data (truncated file?)")
     if not fmt.transfer_syntax.is_encapsulated:
-        bits = int(ds.get("BitsAllocated", 16))
-        expected = rows * cols * ((bits + 7) // 8) if bits >= 8 else (rows * cols * bits + 7) // 8
-        if len(ds.PixelData) < expected:
+        expected = native_pixel_data_bytes(ds)
+        if expected is not None and len(ds.PixelData) < expected:
             raise InputError(
                 ErrorCode.CORRUPT_FILE,
                 f"{path}: (7FE0,0010) Pixel Data has {len(ds.PixelData)} bytes, {rows}x{cols} pixels of "
-                f"{bits} bits need {expected} (truncated file?)",
+                f"{ds.get('BitsAllocated', 16)} bits need {expected} (truncated file?)",
             )
     try:
         stored = ds.pixel_array

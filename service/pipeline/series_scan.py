@@ -3,7 +3,9 @@
 Reads, per file: the 128-byte preamble and ``DICM`` prefix, the File Meta Information ((0002,0002) Media Storage
 SOP Class UID, (0002,0010) Transfer Syntax UID) and the data set up to (7FE0,0010) Pixel Data
 (``stop_before_pixels``). Classification uses (0008,0016) SOP Class UID, (0008,0060) Modality,
-(0028,0010) Rows, (0028,0008) Number of Frames and (0020,000E) Series Instance UID.
+(0028,0010) Rows, (0028,0008) Number of Frames and (0020,000E) Series Instance UID. The chosen series must be
+labelled (0008,0060) Modality CT, and its (0020,000E) Series, (0020,000D) Study, (0020,0052) Frame of Reference and
+(0008,0018) SOP Instance UIDs must be valid UIDs.
 """
 
 from __future__ import annotations
@@ -193,6 +195,39 @@ def scan_inputs(inputs: Path | str | Sequence[Path | str]) -> ScanResult:
     return result
 
 
+def uid_problem(value: str) -> str:
+    """'' when ``value`` is a valid DICOM UID (pydicom's ``UID.is_valid``: at most 64 characters, components of
+    digits without leading zeros separated by single dots), else why not (the value itself is not echoed)."""
+    if UID(value).is_valid:
+        return ""
+    if len(value) > 64:
+        return f"is {len(value)} characters long (at most 64)"
+    return "is not digits separated by single dots (without leading zeros)"
+
+
+def _check_ct_labels(files: list[CtFile]) -> None:
+    """The chosen series' images must say they are CT and carry valid UIDs. (0008,0060) Modality must be ``CT``
+    (a CT Image Storage object labelled MR or PT: NOT_CT; none: MISSING_ATTRIBUTE). (0020,000E) Series Instance
+    UID, (0020,000D) Study Instance UID, (0020,0052) Frame of Reference UID and (0008,0018) SOP Instance UID, where
+    present, must be valid UIDs (INVALID_ATTRIBUTE: the RTSTRUCT would reference them); missing ones are reported
+    by the later checks."""
+    for f in files:
+        modality = _str(f.ds, "Modality")
+        if not modality:
+            raise InputError(ErrorCode.MISSING_ATTRIBUTE, f"{f.path}: missing {tag_label('Modality')}")
+        if modality.upper() != "CT":
+            raise InputError(
+                ErrorCode.NOT_CT,
+                f"{f.path}: {tag_label('Modality')} is '{modality[:16]}', not CT, in a CT Image Storage object; "
+                "only CT images are segmented",
+            )
+        for keyword in ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"):
+            value = _str(f.ds, keyword)
+            problem = uid_problem(value) if value else ""
+            if problem:
+                raise InputError(ErrorCode.INVALID_ATTRIBUTE, f"{f.path}: {tag_label(keyword)} {problem}")
+
+
 def _describe(uid: str, files: list[CtFile]) -> str:
     desc = _str(files[0].ds, "SeriesDescription")
     kind = ", multi-frame (not supported)" if any(f.multiframe for f in files) else ""
@@ -237,4 +272,5 @@ def select_series(scan: ScanResult, series_uid: str | None) -> tuple[str, list[C
             f"{_str(multi[0].ds, 'NumberOfFrames') or '?'}) is not supported; export the series as single-frame "
             "CT Image Storage (1.2.840.10008.5.1.4.1.1.2)",
         )
+    _check_ct_labels(files)
     return series_uid, files

@@ -118,6 +118,48 @@ def test_invalid_objects_get_failure_statuses_and_the_listener_keeps_working(sta
     assert records[1]["statuses"] == {"0x0000": 1, "0xC210": 1}
 
 
+def test_short_or_truncated_pixel_data_is_refused_and_not_spooled(start_listener, make_series, tmp_path, monkeypatch):
+    listener = start_listener()
+    series = make_series()
+    good = pydicom.dcmread(series.files[0])
+    short = copy.deepcopy(good)
+    short.PixelData = good.PixelData[:-256]  # a complete element, 128 pixels short of Rows x Columns
+    claims_more = copy.deepcopy(good)
+    claims_more.NumberOfFrames = 2  # the attributes call for twice the pixels that are sent
+    truncated = tmp_path / "truncated.dcm"  # the file cut inside (7FE0,0010) Pixel Data, sent as it is
+    truncated.write_bytes(series.files[1].read_bytes()[:-100])
+
+    assoc = associate(listener.port)
+    assert assoc.send_c_store(short).Status == 0xA900
+    assert assoc.send_c_store(claims_more).Status == 0xA900
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    assert assoc.send_c_store(truncated).Status == 0xA900
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", False)
+    assert assoc.send_c_store(good).Status == 0x0000  # the association still works
+    assoc.release()
+
+    assert [p.name for p in spooled_files(listener)] == [f"{good.SOPInstanceUID}.dcm"]
+    assert not list(listener.spool.root.rglob("*.partial"))
+    records = wait_for(lambda: audit(listener, "association"), 10, "the association record")
+    assert records[0]["statuses"] == {"0x0000": 1, "0xA900": 3}
+
+
+def test_pixel_data_length_rule_is_the_loaders(make_series) -> None:
+    """The handler's rule: native Pixel Data at least as long as the loader's expected length; encapsulated
+    Pixel Data (no fixed length) is left to the pipeline's decoder."""
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+
+    from service.listener.scp import pixel_data_too_short
+
+    ds = pydicom.dcmread(make_series(n_slices=1).files[0])
+    assert not pixel_data_too_short(ds, ExplicitVRLittleEndian)
+    ds.PixelData = ds.PixelData[:-2]
+    assert pixel_data_too_short(ds, ExplicitVRLittleEndian)
+    assert not pixel_data_too_short(ds, RLELossless)
+    del ds.Rows  # the length cannot be known: the pipeline reports the missing attribute
+    assert not pixel_data_too_short(ds, ExplicitVRLittleEndian)
+
+
 def test_tls_with_a_self_signed_certificate_and_client_certificates(start_listener, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = run_tool("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),

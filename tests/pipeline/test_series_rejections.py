@@ -12,6 +12,7 @@ import pytest
 
 from service.errors import ErrorCode
 from service.pipeline.series import load_series
+from service.pipeline.series_pixels import native_pixel_data_bytes
 from tests import dicom_variants as dv
 from tests.dicom_factory import TEST_PATIENT_ID, TEST_PATIENT_NAME
 from tests.pipeline.test_series import by_z, rejected, write_series
@@ -34,6 +35,7 @@ def series(tmp_path: Path) -> list[Path]:
         ("FrameOfReferenceUID", "(0020,0052)"),
         ("RescaleIntercept", "(0028,1052)"),
         ("SOPInstanceUID", "(0008,0018)"),
+        ("Modality", "(0008,0060)"),
     ],
 )
 def test_missing_attribute(series: list[Path], keyword: str, tag: str) -> None:
@@ -134,6 +136,31 @@ def test_truncated_pixel_data(series: list[Path]) -> None:
     rejected(series[0].parent, ErrorCode.CORRUPT_FILE, series[8].name, "Pixel Data")
 
 
+def test_short_pixel_data_element(series: list[Path]) -> None:
+    dv.edit(series[5], lambda ds: setattr(ds, "PixelData", ds.PixelData[:-256]))  # complete element, too few bytes
+    rejected(series[0].parent, ErrorCode.CORRUPT_FILE, series[5].name, "(7FE0,0010) Pixel Data", "need 1536")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ({"Rows": 24, "Columns": 32, "BitsAllocated": 16}, 24 * 32 * 2),
+        ({"Rows": 24, "Columns": 32}, 24 * 32 * 2),  # Bits Allocated absent: 16
+        ({"Rows": 24, "Columns": 32, "BitsAllocated": 8, "SamplesPerPixel": 3}, 24 * 32 * 3),
+        ({"Rows": 24, "Columns": 32, "BitsAllocated": 16, "NumberOfFrames": "5"}, 24 * 32 * 2 * 5),
+        ({"Rows": 3, "Columns": 3, "BitsAllocated": 1}, 2),  # 9 bits
+        ({"Rows": 65535, "Columns": 65535, "BitsAllocated": 32}, 65535 * 65535 * 4),
+        ({"Columns": 32}, None),
+        ({"Rows": 24, "Columns": 32, "NumberOfFrames": "-2"}, None),
+    ],
+)
+def test_native_pixel_data_bytes(attrs: dict, expected: int | None) -> None:
+    ds = pydicom.Dataset()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    assert native_pixel_data_bytes(ds) == expected
+
+
 @pytest.mark.parametrize("keep", [140, 400, 900])
 def test_truncated_header(series: list[Path], keep: int) -> None:
     dv.truncate(series[8], keep)
@@ -179,6 +206,66 @@ def test_undecodable_compressed_pixels(series: list[Path]) -> None:
 def test_colour_image_in_ct_series(series: list[Path]) -> None:
     dv.set_attrs(series[2], PhotometricInterpretation="RGB", SamplesPerPixel=3)
     rejected(series[0].parent, ErrorCode.PIXEL_DATA_ERROR, series[2].name, "(0028,0004) PhotometricInterpretation")
+
+
+@pytest.mark.parametrize("modality", ["MR", "PT"])
+def test_ct_image_storage_labelled_another_modality(series: list[Path], modality: str) -> None:
+    dv.set_attrs(series[7], Modality=modality)
+    rejected(series[0].parent, ErrorCode.NOT_CT, series[7].name, "(0008,0060) Modality", f"'{modality}'")
+
+
+def test_ct_labelled_another_modality_exits_2_through_the_cli(series: list[Path], tmp_path: Path, capsys) -> None:
+    from service.cli import main
+    from tests.bundle_factory import build_oracle_bundle
+
+    store = tmp_path / "store"
+    build_oracle_bundle(store, promote=True)
+    dv.set_attrs(series, Modality="MR")
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = main(["--model-store", str(store), "segment", str(series[0].parent), "--output", str(out / "rs.dcm"),
+               "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error[NOT_CT]: ") and "(0008,0060) Modality" in err[0]
+    assert list(out.iterdir()) == []
+
+
+NOT_UIDS = {
+    "path": "../../../../tmp/x",
+    "letters": "1.2.840.abc",
+    "too_long": "1.2.826.0.1.3680043.8.498." + "1" * 39,  # 65 characters
+    "leading_zero": "1.2.840.0113619.2",
+    "empty_component": "1.2..3",
+}
+
+
+@pytest.mark.parametrize("value", NOT_UIDS.values(), ids=NOT_UIDS.keys())
+@pytest.mark.parametrize(
+    ("keyword", "tag"),
+    [
+        ("SeriesInstanceUID", "(0020,000E)"),
+        ("StudyInstanceUID", "(0020,000D)"),
+        ("FrameOfReferenceUID", "(0020,0052)"),
+        ("SOPInstanceUID", "(0008,0018)"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The value length")
+def test_invalid_uid(series: list[Path], keyword: str, tag: str, value: str) -> None:
+    # the series UID groups the files: change it on all of them; the others on one slice
+    dv.set_attrs(series if keyword == "SeriesInstanceUID" else series[4], **{keyword: value})
+    err = rejected(series[0].parent, ErrorCode.INVALID_ATTRIBUTE, f"{tag} {keyword}")
+    named = series if keyword == "SeriesInstanceUID" else series[4:5]  # the first file checked, for the series UID
+    assert any(p.name in err.message for p in named)
+    assert value not in err.message  # the value is described, not echoed
+    assert ("64" in err.message) == (len(value) > 64)
+
+
+def test_valid_uids_of_64_characters_are_accepted(series: list[Path]) -> None:
+    longest = "1.2.826.0.1.3680043.8.498." + "1" * 38
+    assert len(longest) == 64
+    dv.set_attrs(series, StudyInstanceUID=longest, SeriesInstanceUID="2.25.0." + "9" * 57)
+    load_series(series[0].parent)
 
 
 def test_every_documented_code_is_tested() -> None:
