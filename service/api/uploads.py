@@ -170,7 +170,8 @@ class _Receiver:
 
 
 async def receive_upload(request: Request, staging: Path, limits: UploadLimits) -> ReceivedUpload:
-    """Stream the request body into ``staging`` (input/, reference.dcm, manifest.json); raises InputError."""
+    """Stream the request body into ``staging`` (input/, reference.dcm, manifest.json); raises InputError.
+    The parts arrive in ``staging/.upload/``, which is removed once every part has been moved or extracted."""
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or not params.get(b"boundary"):
         raise _bad("the body must be multipart/form-data with 'files' parts (DICOM files or one zip archive)")
@@ -208,5 +209,6 @@ async def receive_upload(request: Request, staging: Path, limits: UploadLimits) 
         receiver.names.update({f"{INPUT_DIR}/{k}": v for k, v in names.items()})
         path.unlink()
         budget.bytes_left += size  # the archive is gone: its bytes no longer count against the limit
+    receiver.upload_dir.rmdir()  # consumed: every part was moved into input/ or extracted and deleted
     write_manifest(staging, receiver.names)
     return receiver.result

@@ -76,6 +76,39 @@ def test_series_refusals_keep_the_pipeline_code(client, ct_series, tmp_path):
     _store_empty(client)
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_modality_and_invalid_uid_refusals(client, tmp_path):
+    from service.api.errors import status_for
+    from service.errors import ErrorCode
+    from tests import dicom_variants as dv
+
+    assert status_for(ErrorCode.INVALID_ATTRIBUTE) == 422
+    mr = write_phantom_series(tmp_path / "mr")
+    dv.set_attrs(mr.files[3], Modality="MR")
+    msg = _refused(_post(client, files=mr.parts()), 422, "NOT_CT")
+    assert f"'{mr.files[3].name}'" in msg and "(0008,0060) Modality" in msg
+    bad = write_phantom_series(tmp_path / "uid")
+    dv.set_attrs(bad.files, SeriesInstanceUID="../../../../tmp/not-a-uid")
+    msg = _refused(_post(client, files=bad.parts()), 422, "INVALID_ATTRIBUTE")
+    assert "(0020,000E) SeriesInstanceUID" in msg and "not-a-uid" not in msg
+    _store_empty(client)
+
+
+def test_accepted_uploads_leave_no_upload_folder(client, ct_series, tmp_path):
+    """Parts arrive in the staging folder's .upload/; once moved into input/ (or extracted) it is removed."""
+    from tests.service.conftest import wait_for_job
+
+    store = client.app.state.jobs.store
+    zipped = write_phantom_series(tmp_path / "zipped")
+    for files in (ct_series.parts(), [("files", ("series.zip", zipped.zip_bytes(), "application/zip"))]):
+        r = _post(client, files=files)
+        assert r.status_code == 202, r.text
+        folder = store.job_path(r.json()["id"])
+        assert folder.is_dir() and not (folder / ".upload").exists()
+        assert wait_for_job(client, r.json()["id"], KEY_ALICE)["state"] == "succeeded"
+    assert not list(store.root.rglob(".upload"))
+
+
 def test_malformed_requests(client, ct_series):
     one = ct_series.parts()[:1]
     _refused(client.post("/v1/jobs", json={"files": []}, headers=auth(KEY_ALICE)), 400, "BAD_UPLOAD")
