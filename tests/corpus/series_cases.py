@@ -25,6 +25,7 @@ SPACING_MM_ZYX = (2.5, 4.0, 4.0)
 ORIGIN_LPS = (-94.0, -94.0, -60.0)
 HOSTILE_NAME = "Robert'); DROP TABLE jobs;--^%s%n${jndi:ldap://127.0.0.1/x}"
 NOT_A_UID = "../../../../tmp/parotid-corpus-series"
+LONG_UID = "1.2.826.0.1.3680043.8.498." + "1" * 40  # 66 characters
 
 
 def write_series(folder: Path, n_slices: int = N_SLICES, **kwargs) -> list[Path]:
@@ -73,12 +74,10 @@ def truncated_header(d: Path) -> Case:
 def truncated_pixel_data(d: Path) -> Case:
     f = write_series(d)
     dv.truncate(f[8], f[8].stat().st_size - 100)
+    # DICOM: the C-STORE handler refuses the short Pixel Data (0xA900); the rest of the series leaves a gap
     return both("truncated_pixel_data", "one file missing the last 100 bytes of (7FE0,0010) Pixel Data", f,
-                refused("CORRUPT_FILE"), rejected_series("CORRUPT_FILE"),
-                gap="DICOM: the listener stores the truncated instance with 0x0000 (the sender sees success for every "
-                    "instance) and the whole series is refused later (job_rejected CORRUPT_FILE, nothing sent back). "
-                    "Suggested: the C-STORE handler compares the (7FE0,0010) element length with the bytes received "
-                    "and answers 0xA900/0xC210 for that instance")
+                refused("CORRUPT_FILE"), DicomExpect(statuses={"0x0000": N_SLICES - 1, "0xA900": 1},
+                                                     outcomes=("rejected:NONUNIFORM_SPACING",)))
 
 
 def garbage_dataset(d: Path) -> Case:
@@ -95,7 +94,8 @@ def short_pixel_data(d: Path) -> Case:
     f = write_series(d)
     dv.edit(f[5], lambda ds: setattr(ds, "PixelData", ds.PixelData[:-256]))
     return both("short_pixel_data", "one file's Pixel Data element complete but shorter than Rows x Columns", f,
-                job("failed", "CORRUPT_FILE"), DicomExpect(statuses=ok(N_SLICES), outcomes=("failed:CORRUPT_FILE",)))
+                job("failed", "CORRUPT_FILE"), DicomExpect(statuses={"0x0000": N_SLICES - 1, "0xA900": 1},
+                                                           outcomes=("rejected:NONUNIFORM_SPACING",)))
 
 
 def missing_pixel_data(d: Path) -> Case:
@@ -116,11 +116,8 @@ def mr_series(d: Path) -> Case:
 def ct_labelled_mr(d: Path) -> Case:
     f = write_series(d)
     dv.set_attrs(f, Modality="MR")
-    return both("ct_labelled_mr", "CT Image Storage objects with (0008,0060) Modality MR", f, job("succeeded"),
-                DicomExpect(statuses={"0xA900": N_SLICES}),
-                gap="the pipeline classifies by SOP Class only and segments images labelled Modality MR; the listener "
-                    "refuses them (0xA900). Suggested: series_scan refuses (0008,0060) Modality other than CT with "
-                    "NOT_CT (HTTP 422)")
+    return both("ct_labelled_mr", "CT Image Storage objects with (0008,0060) Modality MR", f, refused("NOT_CT"),
+                DicomExpect(statuses={"0xA900": N_SLICES}))
 
 
 def rtstruct_only(d: Path) -> Case:
@@ -232,8 +229,9 @@ def fifteen_slices(d: Path) -> Case:
 def huge_dimensions(d: Path) -> Case:
     f = write_series(d)
     dv.set_attrs(f, Rows=65535, Columns=65535)
+    # DICOM: 48 x 48 pixels of Pixel Data cannot fill 65535 x 65535: the C-STORE handler refuses each instance
     return both("huge_dimensions", "(0028,0010) Rows and (0028,0011) Columns 65535 (86 G voxels claimed)", f,
-                HttpExpect(413, "TOO_LARGE"), rejected_series("TOO_LARGE"))
+                HttpExpect(413, "TOO_LARGE"), DicomExpect(statuses={"0xA900": N_SLICES}))
 
 
 # ---------------------------------------------------------------------------------------------- attributes
@@ -263,10 +261,21 @@ def series_uid_path_traversal(d: Path) -> Case:
     f = write_series(d)
     dv.set_attrs(f, SeriesInstanceUID=NOT_A_UID)
     return both("series_uid_path_traversal", f"(0020,000E) Series Instance UID '{NOT_A_UID}'", f,
-                job("succeeded"), DicomExpect(statuses={"0xA900": N_SLICES}),
-                gap="HTTP accepts a Series Instance UID that is not a UID (it is never used as a path, so nothing "
-                    "escapes) and the RTSTRUCT then references an invalid UI value; the listener refuses it (0xA900). "
-                    "Suggested: the pipeline refuses UIDs that are not digits and dots (MISSING_ATTRIBUTE, HTTP 422)")
+                refused("INVALID_ATTRIBUTE"), DicomExpect(statuses={"0xA900": N_SLICES}))
+
+
+def study_uid_too_long(d: Path) -> Case:
+    f = write_series(d)
+    dv.set_attrs(f, StudyInstanceUID=LONG_UID)
+    return both("study_uid_too_long", f"(0020,000D) Study Instance UID of {len(LONG_UID)} digits and dots (at most 64)",
+                f, refused("INVALID_ATTRIBUTE"), rejected_series("INVALID_ATTRIBUTE"))
+
+
+def frame_of_reference_not_a_uid(d: Path) -> Case:
+    f = write_series(d)
+    dv.set_attrs(f, FrameOfReferenceUID="1.2.840.abc")
+    return both("frame_of_reference_not_a_uid", "(0020,0052) Frame of Reference UID '1.2.840.abc'", f,
+                refused("INVALID_ATTRIBUTE"), rejected_series("INVALID_ATTRIBUTE"))
 
 
 def rescale_slope_zero(d: Path) -> Case:
@@ -313,8 +322,9 @@ def undecodable_rle(d: Path) -> Case:
 def colour_image(d: Path) -> Case:
     f = write_series(d)
     dv.set_attrs(f[2], PhotometricInterpretation="RGB", SamplesPerPixel=3)
+    # DICOM: one sample per pixel of Pixel Data cannot fill three: the C-STORE handler refuses that instance
     return both("colour_image", "one slice labelled RGB (3 samples per pixel)", f, refused("PIXEL_DATA_ERROR"),
-                rejected_series("PIXEL_DATA_ERROR"))
+                DicomExpect(statuses={"0x0000": N_SLICES - 1, "0xA900": 1}, outcomes=("rejected:NONUNIFORM_SPACING",)))
 
 
 SERIES_CASES: list[Callable[[Path], Case]] = [
@@ -322,6 +332,7 @@ SERIES_CASES: list[Callable[[Path], Case]] = [
     mr_series, ct_labelled_mr, rtstruct_only, enhanced_ct, mixed_series, inconsistent_patient,
     other_frame_of_reference, gap, uneven_spacing, duplicate_position, same_instance_twice, gantry_tilt_tag,
     gantry_tilt_positions, oblique, sagittal, one_slice, fifteen_slices, huge_dimensions, missing_position,
-    malformed_position, missing_series_uid, series_uid_path_traversal, rescale_slope_zero, hostile_patient_name,
+    malformed_position, missing_series_uid, series_uid_path_traversal, study_uid_too_long,
+    frame_of_reference_not_a_uid, rescale_slope_zero, hostile_patient_name,
     unsupported_transfer_syntax, undecodable_rle, colour_image,
 ]
