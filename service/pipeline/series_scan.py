@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 from collections import Counter
 from collections.abc import Sequence
@@ -195,14 +196,21 @@ def scan_inputs(inputs: Path | str | Sequence[Path | str]) -> ScanResult:
     return result
 
 
+_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
 def uid_problem(value: str) -> str:
-    """'' when ``value`` is a valid DICOM UID (pydicom's ``UID.is_valid``: at most 64 characters, components of
-    digits without leading zeros separated by single dots), else why not (the value itself is not echoed)."""
-    if UID(value).is_valid:
-        return ""
+    """'' when ``value`` can be referenced as a UID: at most 64 characters of digit components separated by single
+    dots; else why not (the value itself is not echoed). Components with a leading zero break PS3.5 9.1 but were
+    written by some older scanners; they are accepted (refusing real patients' scans for it helps nobody, and the
+    listener accepts them too), and logged."""
     if len(value) > 64:
         return f"is {len(value)} characters long (at most 64)"
-    return "is not digits separated by single dots (without leading zeros)"
+    if not _UID_SYNTAX.match(value):
+        return "is not digits separated by single dots"
+    if not UID(value).is_valid:
+        log.warning("UID with a leading-zero component accepted")
+    return ""
 
 
 def _check_ct_labels(files: list[CtFile]) -> None:

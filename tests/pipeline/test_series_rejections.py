@@ -235,7 +235,6 @@ NOT_UIDS = {
     "path": "../../../../tmp/x",
     "letters": "1.2.840.abc",
     "too_long": "1.2.826.0.1.3680043.8.498." + "1" * 39,  # 65 characters
-    "leading_zero": "1.2.840.0113619.2",
     "empty_component": "1.2..3",
 }
 
@@ -259,6 +258,12 @@ def test_invalid_uid(series: list[Path], keyword: str, tag: str, value: str) -> 
     assert any(p.name in err.message for p in named)
     assert value not in err.message  # the value is described, not echoed
     assert ("64" in err.message) == (len(value) > 64)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_leading_zero_uid_components_from_older_scanners_are_accepted(series: list[Path]) -> None:
+    dv.set_attrs(series, SeriesInstanceUID="1.2.840.0113619.2.55.3")
+    assert load_series(series[0].parent).info.series_instance_uid == "1.2.840.0113619.2.55.3"
 
 
 def test_valid_uids_of_64_characters_are_accepted(series: list[Path]) -> None:
