@@ -42,6 +42,7 @@ compose-config: tools
 
 lint: venv
 	$(BIN)/ruff check service training tests bench docker
+	$(BIN)/ruff format --check service training tests bench docker
 
 typecheck: venv
 	$(BIN)/mypy

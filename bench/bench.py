@@ -48,13 +48,18 @@ def choose_model(store: Path | None, spec: str | None, work: Path) -> ModelChoic
         if explicit:
             raise SystemExit(f"bench: {exc.message}") from None
     standin = work / "model_store"
-    code = ("from pathlib import Path; from tests.bundle_factory import build_test_bundle; "
-            f"build_test_bundle(Path({str(standin)!r}), name={STANDIN[0]!r}, version={STANDIN[1]!r}, "
-            "base_filters=8, promote=True)")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    note = (f"no bundle in {store} yet: UNTRAINED stand-in with the shipped network's size (residual U-Net, "
-            "8 base filters, depth 4); timings only, the contours mean nothing")
+    code = (
+        "from pathlib import Path; from tests.bundle_factory import build_test_bundle; "
+        f"build_test_bundle(Path({str(standin)!r}), name={STANDIN[0]!r}, version={STANDIN[1]!r}, "
+        "base_filters=8, promote=True)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    )
+    note = (
+        f"no bundle in {store} yet: UNTRAINED stand-in with the shipped network's size (residual U-Net, "
+        "8 base filters, depth 4); timings only, the contours mean nothing"
+    )
     return ModelChoice(standin, f"{STANDIN[0]}:{STANDIN[1]}", False, note)
 
 
@@ -65,17 +70,25 @@ def machine_info() -> dict:
                 return line.split(":", 1)[1].strip()
         return platform.processor() or "unknown CPU"
 
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal:"))
+    mem_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:")
+    )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
-            "load_before": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-            "platform": platform.platform(), "git_commit": commit.stdout.strip() or "unknown"}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "load_before": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": commit.stdout.strip() or "unknown",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny input, 1 repeat, 2 throughput jobs (development)")
     p.add_argument("--repeats", type=int, help="warm runs per path (default 3; quick 1)")
     p.add_argument("--throughput-jobs", type=int, help="jobs per throughput measurement (default 4; quick 2)")
@@ -98,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="parotid-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    result: dict = {"schema_version": 1, "started_at": started.isoformat(), "quick": args.quick,
-                    "repeats": repeats, "machine": machine_info()}
+    result: dict = {
+        "schema_version": 1,
+        "started_at": started.isoformat(),
+        "quick": args.quick,
+        "repeats": repeats,
+        "machine": machine_info(),
+    }
 
     def log(msg: str) -> None:
         print(f"[bench {time.monotonic() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
@@ -118,13 +136,17 @@ def main(argv: list[str] | None = None) -> int:
             log(f"read: {result['read']}")
         if "cli" in parts:
             runs = [run_cli(series, model, work / f"cli{n}", f"cli {n + 1}") for n in range(repeats)]
-            result["cli"] = {"runs": runs, "summary": summarize_runs(runs),
-                             "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs)}
+            result["cli"] = {
+                "runs": runs,
+                "summary": summarize_runs(runs),
+                "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
+            }
             log(f"cli: {result['cli']['summary']['latency_s']}")
         for kind in ("embedded", "celery"):
             if kind in parts:
-                res = run_service(series, model, work / kind, celery=kind == "celery", repeats=repeats,
-                                  zip_upload=kind == "embedded")
+                res = run_service(
+                    series, model, work / kind, celery=kind == "celery", repeats=repeats, zip_upload=kind == "embedded"
+                )
                 res["summary"] = summarize_runs(res["runs"])
                 result[kind] = res
                 log(f"{kind}: {res['summary']['latency_s']}, cold {res['cold']['latency_s']} s")

@@ -43,11 +43,15 @@ SCENARIOS = {
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Chaos run {result['finished_at'][:16].replace('T', ' ')} UTC, {result['machine']['cpu']} "
-             f"({result['machine']['cores']} cores), git {result['machine']['git_commit']}, model "
-             f"`{result['model']['spec']}`{'' if result['model']['real'] else ' (untrained stand-in)'}: "
-             f"{result['passed']} of {len(result['scenarios'])} scenarios passed, {result['duration_s']:.0f} s.", "",
-             "| scenario | fault injected | checks passed | recovery | result |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Chaos run {result['finished_at'][:16].replace('T', ' ')} UTC, {result['machine']['cpu']} "
+        f"({result['machine']['cores']} cores), git {result['machine']['git_commit']}, model "
+        f"`{result['model']['spec']}`{'' if result['model']['real'] else ' (untrained stand-in)'}: "
+        f"{result['passed']} of {len(result['scenarios'])} scenarios passed, {result['duration_s']:.0f} s.",
+        "",
+        "| scenario | fault injected | checks passed | recovery | result |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for s in result["scenarios"]:
         ok = sum(c["ok"] for c in s["checks"])
         timing = ", ".join(f"{k.replace('_', ' ')} {v} s" for k, v in s["timings_s"].items()) or "-"
@@ -67,8 +71,9 @@ def _over_budget(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.chaos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenario names")
     p.add_argument("--repeats", type=int, default=3, help="kills in worker_sigkill_repeated (default 3)")
     p.add_argument("--model-store", type=Path, help="model store (default: the repository's model_store/)")
@@ -113,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
             sc.duration_s = round(time.monotonic() - t1, 1)
             scenarios.append(sc)
             verdict = "PASS" if sc.passed else "FAIL"
-            print(f"[chaos {time.monotonic() - t0:6.0f} s] {name}: {verdict} "
-                  f"({sum(c['ok'] for c in sc.checks)}/{len(sc.checks)} checks) {sc.timings_s}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[chaos {time.monotonic() - t0:6.0f} s] {name}: {verdict} "
+                f"({sum(c['ok'] for c in sc.checks)}/{len(sc.checks)} checks) {sc.timings_s}",
+                file=sys.stderr,
+                flush=True,
+            )
             for c in sc.checks:
                 if not c["ok"]:
                     print(f"    FAILED: {c['check']}: {c['detail']}", file=sys.stderr)
@@ -124,8 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    result["scenarios"] = [{"name": s.name, "action": s.action, "passed": s.passed, "checks": s.checks,
-                            "timings_s": s.timings_s, "duration_s": s.duration_s, "error": s.error} for s in scenarios]
+    result["scenarios"] = [
+        {
+            "name": s.name,
+            "action": s.action,
+            "passed": s.passed,
+            "checks": s.checks,
+            "timings_s": s.timings_s,
+            "duration_s": s.duration_s,
+            "error": s.error,
+        }
+        for s in scenarios
+    ]
     result["passed"] = sum(s.passed for s in scenarios)
     result["finished_at"] = datetime.now(UTC).isoformat()
     result["duration_s"] = round(time.monotonic() - t0, 1)

@@ -71,9 +71,11 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.05):
 
 def wait_stage(store, job_id: str, stages: tuple[str, ...], timeout_s: float, min_attempts: int = 1):
     """Wait until the job's record shows one of ``stages`` (at attempt >= ``min_attempts``)."""
+
     def probe():
         r = store.get(job_id)
         return r if (r.stage in stages and r.attempts >= min_attempts) or r.state in DONE_STATES else None
+
     return wait_for(probe, timeout_s)
 
 
@@ -105,5 +107,8 @@ def finished_once(sc: Scenario, store, job_id: str, logs: Callable[[], str], att
     n_lines = logs().count(line)
     sc.check(f"job {job_id[:8]} completed once (worker logs)", n_lines == 1, f"{n_lines} 'succeeded' log lines")
     outputs = sorted(p.name for p in (store.job_path(job_id) / "output").iterdir())
-    sc.check(f"job {job_id[:8]} has one RTSTRUCT, QA and preview, no partial files",
-             outputs == ["preview.png", "qa.json", "rtstruct.dcm"], outputs)
+    sc.check(
+        f"job {job_id[:8]} has one RTSTRUCT, QA and preview, no partial files",
+        outputs == ["preview.png", "qa.json", "rtstruct.dcm"],
+        outputs,
+    )

@@ -22,8 +22,13 @@ class ListenerUnderTest:
         self.work = ctx.work / name
         self.logs = self.work / "logs"
         self.spool = self.work / "spool"
-        env = base_env(job_dir=self.work / "jobs", model_store=ctx.model.store, default_model=ctx.model.spec,
-                       min_free_disk_bytes=min_free_disk_bytes, cleanup_interval_s=3600)
+        env = base_env(
+            job_dir=self.work / "jobs",
+            model_store=ctx.model.store,
+            default_model=ctx.model.spec,
+            min_free_disk_bytes=min_free_disk_bytes,
+            cleanup_interval_s=3600,
+        )
         env["PAROTID_LISTENER_PEERS"] = json.dumps(peers)
         env["PAROTID_LISTENER_SPOOL_DIR"] = str(self.spool)
         env["PAROTID_LISTENER_POLL_INTERVAL_S"] = "0.2"
@@ -38,8 +43,11 @@ class ListenerUnderTest:
         if not path.is_file():
             return []
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [r for r in records if (event is None or r["event"] == event)
-                and all(r.get(k) == v for k, v in match.items())]
+        return [
+            r
+            for r in records
+            if (event is None or r["event"] == event) and all(r.get(k) == v for k, v in match.items())
+        ]
 
     def partial_files(self) -> list[Path]:
         return sorted(self.spool.rglob("*.partial"))

@@ -31,8 +31,11 @@ def _logs(svc: ServiceUnderTest) -> str:
 
 
 def pool_child_sigkill(ctx: Ctx) -> Scenario:
-    sc = Scenario("worker_sigkill_repeated", f"{ctx.repeats} jobs; each: SIGKILL the worker's pool child (the process "
-                  "running the job) during the model stage; Celery requeues the task, a new child runs it")
+    sc = Scenario(
+        "worker_sigkill_repeated",
+        f"{ctx.repeats} jobs; each: SIGKILL the worker's pool child (the process "
+        "running the job) during the model stage; Celery requeues the task, a new child runs it",
+    )
     svc = _service(ctx, "sigkill")
     try:
         store = job_store(svc.work / "jobs")
@@ -59,8 +62,11 @@ def pool_child_sigkill(ctx: Ctx) -> Scenario:
 
 def poison_job(ctx: Ctx) -> Scenario:
     max_attempts = 1 + LIMITS["max_redeliveries"]
-    sc = Scenario("worker_sigkill_every_start", f"one job whose process is SIGKILLed at each of its {max_attempts} "
-                  "starts (a series that kills its worker): it must fail WORKER_LOST, not loop; the next job runs")
+    sc = Scenario(
+        "worker_sigkill_every_start",
+        f"one job whose process is SIGKILLed at each of its {max_attempts} "
+        "starts (a series that kills its worker): it must fail WORKER_LOST, not loop; the next job runs",
+    )
     svc = _service(ctx, "poison")
     try:
         store = job_store(svc.work / "jobs")
@@ -71,13 +77,22 @@ def poison_job(ctx: Ctx) -> Scenario:
                 break
             kill_pool_child(svc.workers[0])
         done = wait_done(store, sub.job_id, STEP_TIMEOUT_S)
-        sc.check("the job failed WORKER_LOST", done is not None and done.error is not None
-                 and done.error.code == "WORKER_LOST", done and (done.state, done.error))
-        sc.check(f"it was started {max_attempts} times, no more", done is not None and done.attempts == max_attempts,
-                 done and done.attempts)
+        sc.check(
+            "the job failed WORKER_LOST",
+            done is not None and done.error is not None and done.error.code == "WORKER_LOST",
+            done and (done.state, done.error),
+        )
+        sc.check(
+            f"it was started {max_attempts} times, no more",
+            done is not None and done.attempts == max_attempts,
+            done and done.attempts,
+        )
         outputs = list((store.job_path(sub.job_id) / "output").iterdir())
-        sc.check("no outputs and no inputs left for the failed job",
-                 not outputs and not (store.job_path(sub.job_id) / "input").exists(), outputs)
+        sc.check(
+            "no outputs and no inputs left for the failed job",
+            not outputs and not (store.job_path(sub.job_id) / "input").exists(),
+            outputs,
+        )
         nxt = svc.api.submit_files(ctx.series(1).files)
         wait_done(store, nxt.job_id, STEP_TIMEOUT_S)
         finished_once(sc, store, nxt.job_id, lambda: _logs(svc), attempts=1)
@@ -87,9 +102,12 @@ def poison_job(ctx: Ctx) -> Scenario:
 
 
 def whole_worker_sigkill(ctx: Ctx) -> Scenario:
-    sc = Scenario("worker_host_lost", "SIGKILL the whole worker (parent and pool child: a crashed machine) during the "
-                  "model stage; a supervisor restarts it at once; Redis redelivers the unacknowledged task after the "
-                  f"visibility timeout ({LIMITS['visibility_timeout_s']} s)")
+    sc = Scenario(
+        "worker_host_lost",
+        "SIGKILL the whole worker (parent and pool child: a crashed machine) during the "
+        "model stage; a supervisor restarts it at once; Redis redelivers the unacknowledged task after the "
+        f"visibility timeout ({LIMITS['visibility_timeout_s']} s)",
+    )
     svc = _service(ctx, "hostlost")
     try:
         store = job_store(svc.work / "jobs")
@@ -113,23 +131,30 @@ def whole_worker_sigkill(ctx: Ctx) -> Scenario:
 
 def redis_restart(ctx: Ctx) -> Scenario:
     n_jobs = max(3, ctx.repeats + 1)
-    sc = Scenario("redis_restart", f"{n_jobs} jobs submitted (one running, the rest queued); Redis (appendonly, "
-                  "fsync always) stopped during the running job's model stage, kept down 5 s, started again")
+    sc = Scenario(
+        "redis_restart",
+        f"{n_jobs} jobs submitted (one running, the rest queued); Redis (appendonly, "
+        "fsync always) stopped during the running job's model stage, kept down 5 s, started again",
+    )
     svc = _service(ctx, "redis")
     try:
         store = job_store(svc.work / "jobs")
         ids = [svc.api.submit_files(ctx.series(n).files).job_id for n in range(n_jobs)]
         rec = wait_stage(store, ids[0], ("model",), STEP_TIMEOUT_S)
-        sc.check("first job running (model stage), the others queued",
-                 rec is not None and all(store.get(i).state == "queued" for i in ids[1:]))
+        sc.check(
+            "first job running (model stage), the others queued",
+            rec is not None and all(store.get(i).state == "queued" for i in ids[1:]),
+        )
         assert svc.redis is not None
         redis_port = int(svc.env["PAROTID_BROKER_URL"].rsplit(":", 1)[1].split("/")[0])
         t_stop = time.monotonic()
         svc.redis.stop()
         probe = svc.api.submit_files(ctx.series(n_jobs).files)
-        sc.check("a whole series POSTed while Redis is down: 503 BROKER_UNAVAILABLE, nothing kept",
-                 probe.status == 503 and probe.body.get("error", {}).get("code") == "BROKER_UNAVAILABLE",
-                 (probe.status, probe.body.get("error")))
+        sc.check(
+            "a whole series POSTed while Redis is down: 503 BROKER_UNAVAILABLE, nothing kept",
+            probe.status == 503 and probe.body.get("error", {}).get("code") == "BROKER_UNAVAILABLE",
+            (probe.status, probe.body.get("error")),
+        )
         ready = httpx.get(f"{svc.api.base}/readyz", timeout=10)
         sc.check("/readyz is 503 while Redis is down", ready.status_code == 503, ready.status_code)
         time.sleep(max(0.0, 5 - (time.monotonic() - t_stop)))
@@ -143,8 +168,10 @@ def redis_restart(ctx: Ctx) -> Scenario:
         sc.check("every job submitted before the outage ended", all(d is not None for d in done))
         for i in ids:
             finished_once(sc, store, i, lambda: _logs(svc))
-        sc.check("the job store holds exactly the submitted jobs (the 503 ones left nothing)",
-                 sorted(p.name for p in store.jobs_dir.iterdir()) == sorted(ids))
+        sc.check(
+            "the job store holds exactly the submitted jobs (the 503 ones left nothing)",
+            sorted(p.name for p in store.jobs_dir.iterdir()) == sorted(ids),
+        )
         after = svc.api.submit_files(ctx.series(n_jobs).files)
         sc.check("a new job after the restart is accepted", after.status == 202, after.status)
         if after.status == 202:

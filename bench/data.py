@@ -42,8 +42,15 @@ class SeriesOnDisk:
 
     def describe(self) -> dict:
         nz, ny, nx = self.shape_zyx
-        return {"patient": self.patient, "slices": nz, "rows": ny, "columns": nx,
-                "spacing_mm_zyx": list(self.spacing_mm_zyx), "files": len(self.files), "bytes": self.n_bytes}
+        return {
+            "patient": self.patient,
+            "slices": nz,
+            "rows": ny,
+            "columns": nx,
+            "spacing_mm_zyx": list(self.spacing_mm_zyx),
+            "files": len(self.files),
+            "bytes": self.n_bytes,
+        }
 
 
 def load_sample_hu(patient: str) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -52,8 +59,9 @@ def load_sample_hu(patient: str) -> tuple[np.ndarray, tuple[float, float, float]
 
     path = SAMPLE_DIR / f"{patient}.npz"
     if not path.is_file():
-        raise SystemExit(f"bench: sample patient {path} not found (set PAROTID_SHARED_DIR to the folder holding "
-                         "data/openkbp-sample)")
+        raise SystemExit(
+            f"bench: sample patient {path} not found (set PAROTID_SHARED_DIR to the folder holding data/openkbp-sample)"
+        )
     data = np.load(path)
     sp = data["spacing_mm"]  # OpenKBP axes (i: A->P, j: R->L, k: S->I)
     hu = openkbp_to_canonical(data["ct"]).astype(np.float32) - 1000.0
@@ -72,12 +80,14 @@ def resample_to_grid(hu_zyx: np.ndarray, spacing_mm_zyx: tuple[float, float, flo
     centre_in = (np.asarray(hu_zyx.shape) - 1) / 2.0
     centre_out = (np.asarray(out_shape) - 1) / 2.0
     offset = centre_in - matrix * centre_out
-    return affine_transform(hu_zyx, matrix, offset=offset, output_shape=out_shape, order=1, cval=-1000.0,
-                            output=np.float32)
+    return affine_transform(
+        hu_zyx, matrix, offset=offset, output_shape=out_shape, order=1, cval=-1000.0, output=np.float32
+    )
 
 
-def write_series(out_dir: Path, grid: GridSpec = CLINICAL, patient: str = "pt_201",
-                 volume: np.ndarray | None = None) -> SeriesOnDisk:
+def write_series(
+    out_dir: Path, grid: GridSpec = CLINICAL, patient: str = "pt_201", volume: np.ndarray | None = None
+) -> SeriesOnDisk:
     """Write the patient on ``grid`` as a new CT series (new UIDs) in ``out_dir``. ``volume`` reuses a resampled
     array (several series with the same pixels but different UIDs, e.g. for throughput runs)."""
     from tests.dicom_factory import write_ct_series

@@ -139,8 +139,23 @@ def start_redis(data_dir: Path, log_dir: Path, port: int | None = None, appendon
     """A private redis-server on a free loopback port (never the shared one on 6379)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir), "--save", "",
-            "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always", "--protected-mode", "yes"]
+    argv = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "always",
+        "--protected-mode",
+        "yes",
+    ]
     proc = spawn(f"redis-{port}", argv, dict(os.environ), log_dir)
     wait_until(lambda: port_open(port) or not proc.alive(), 10, f"redis-server on port {port}")
     if not proc.alive():
@@ -193,8 +208,12 @@ def start_listener(env: dict[str, str], log_dir: Path, port: int, name: str = "l
 def start_storescp(ae_title: str, port: int, out_dir: Path, log_dir: Path) -> Proc:
     """DCMTK ``storescp`` (an outside DICOM peer: the planning system receiving the RTSTRUCT)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    proc = spawn(f"storescp-{ae_title}-{port}", ["storescp", "-aet", ae_title, "-od", str(out_dir), str(port)],
-                 dict(os.environ), log_dir)
+    proc = spawn(
+        f"storescp-{ae_title}-{port}",
+        ["storescp", "-aet", ae_title, "-od", str(out_dir), str(port)],
+        dict(os.environ),
+        log_dir,
+    )
     wait_until(lambda: port_open(port) or not proc.alive(), 10, f"storescp on port {port}")
     if not proc.alive():
         raise RuntimeError(f"storescp failed: {proc.log_text()[-500:]}")

@@ -8,16 +8,29 @@ import statistics
 import sys
 from pathlib import Path
 
-STAGES = ("load_model", "read", "read_reference", "preprocess", "model", "resample_back", "postprocess", "rtstruct",
-          "preview")
+STAGES = (
+    "load_model",
+    "read",
+    "read_reference",
+    "preprocess",
+    "model",
+    "resample_back",
+    "postprocess",
+    "rtstruct",
+    "preview",
+)
 
 
 def spread(values: list[float]) -> dict:
     """median, min, max and n of ``values`` (empty -> {})."""
     if not values:
         return {}
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "n": len(values)}
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
 
 
 def summarize_runs(runs: list[dict]) -> dict:
@@ -56,33 +69,56 @@ def markdown(result: dict) -> str:
         f"{'QUICK mode (tiny input, 1 repeat: for development only)' if result['quick'] else 'full run'}.",
         f"Input: {inp['patient']} resampled to {inp['slices']} x {inp['rows']} x {inp['columns']} at "
         f"{inp['spacing_mm_zyx'][0]} x {inp['spacing_mm_zyx'][1]} x {inp['spacing_mm_zyx'][2]} mm, {inp['files']} "
-        f"files, {inp['bytes'] / 1e6:.1f} MB. Model: `{model['spec']}`" + ("" if model["real"] else
-                                                                         f" ({model['note']})") + ".",
+        f"files, {inp['bytes'] / 1e6:.1f} MB. Model: `{model['spec']}`"
+        + ("" if model["real"] else f" ({model['note']})")
+        + ".",
         "",
         "| path | runs | latency s, median (min-max) | load model | read | preprocess | model | resample back "
         "| postprocess | RTSTRUCT | preview | other | model / latency | peak RSS of the worker |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key, title in (("cli", "CLI `parotid-seg segment` (new process)"), ("embedded", "embedded service"),
-                       ("celery", "Celery service (1 worker)")):
+    for key, title in (
+        ("cli", "CLI `parotid-seg segment` (new process)"),
+        ("embedded", "embedded service"),
+        ("celery", "Celery service (1 worker)"),
+    ):
         if key not in result:
             continue
         s = result[key]["summary"]
         st = s["stages_s"]
-        cells = [_fmt(st.get(k, {})) for k in ("load_model", "read", "preprocess", "model", "resample_back",
-                                                 "postprocess", "rtstruct", "preview")]
-        lines.append(f"| {title} | {s['latency_s']['n']} | {_fmt(s['latency_s'])} | " + " | ".join(cells)
-                     + f" | {s.get('outside_stages_s', 0):.2f} | {s.get('model_over_latency', 0):.0%} | "
-                     f"{_mib(result[key]['peak_rss_bytes'])} |")
+        cells = [
+            _fmt(st.get(k, {}))
+            for k in (
+                "load_model",
+                "read",
+                "preprocess",
+                "model",
+                "resample_back",
+                "postprocess",
+                "rtstruct",
+                "preview",
+            )
+        ]
+        lines.append(
+            f"| {title} | {s['latency_s']['n']} | {_fmt(s['latency_s'])} | "
+            + " | ".join(cells)
+            + f" | {s.get('outside_stages_s', 0):.2f} | {s.get('model_over_latency', 0):.0%} | "
+            f"{_mib(result[key]['peak_rss_bytes'])} |"
+        )
     for key in ("embedded", "celery"):
         if key in result:
             cold = result[key]["cold"]
-            lines.append(f"| {key}: first job (model load {cold['stages_s'].get('load_model', 0):.1f} s) | 1 | "
-                         f"{cold['latency_s']:.2f} | " + " | ".join("" for _ in range(11)) + " |")
-    lines += ["", "Latency: CLI = process start to exit (imports and model load included); service = `POST` "
-              "answered (every byte received, headers checked, job queued) to the job seen `succeeded` (polled "
-              "every 0.1 s), warm worker. *other* = latency minus the timed stages (CLI: start-up and imports; "
-              "service: QA report, job records, queue hand-off)."]
+            lines.append(
+                f"| {key}: first job (model load {cold['stages_s'].get('load_model', 0):.1f} s) | 1 | "
+                f"{cold['latency_s']:.2f} | " + " | ".join("" for _ in range(11)) + " |"
+            )
+    lines += [
+        "",
+        "Latency: CLI = process start to exit (imports and model load included); service = `POST` "
+        "answered (every byte received, headers checked, job queued) to the job seen `succeeded` (polled "
+        "every 0.1 s), warm worker. *other* = latency minus the timed stages (CLI: start-up and imports; "
+        "service: QA report, job records, queue hand-off).",
+    ]
     if "throughput" in result:
         lines += ["", "| Celery workers | jobs | wall s | jobs / minute |", "| --- | --- | --- | --- |"]
         for t in result["throughput"]:
@@ -91,21 +127,33 @@ def markdown(result: dict) -> str:
     for key in ("embedded", "celery"):
         if key in result and result[key]["summary"].get("post_s"):
             s = result[key]["summary"]
-            ingest.append(f"| {key}, {inp['files']} file parts | {inp['bytes'] / 1e6:.1f} | {_fmt(s['post_s'])} | "
-                          f"{_fmt(s['ingest_mb_s'])} |")
+            ingest.append(
+                f"| {key}, {inp['files']} file parts | {inp['bytes'] / 1e6:.1f} | {_fmt(s['post_s'])} | "
+                f"{_fmt(s['ingest_mb_s'])} |"
+            )
         if key in result and "zip_upload" in result[key]:
             z = result[key]["zip_upload"]
-            ingest.append(f"| {key}, one zip (stored) | {z['bytes'] / 1e6:.1f} | {z['post_s']:.2f} | "
-                          f"{z['ingest_mb_s']:.1f} |")
+            ingest.append(
+                f"| {key}, one zip (stored) | {z['bytes'] / 1e6:.1f} | {z['post_s']:.2f} | {z['ingest_mb_s']:.1f} |"
+            )
     if ingest:
-        lines += ["", "| upload (`POST /v1/jobs`, loopback) | MB | s | MB/s |", "| --- | --- | --- | --- |", *ingest,
-                  "", "The `POST` time includes streaming to disk, zip extraction, the header checks of every file "
-                  "and the pixel-data hash (idempotency key)."]
+        lines += [
+            "",
+            "| upload (`POST /v1/jobs`, loopback) | MB | s | MB/s |",
+            "| --- | --- | --- | --- |",
+            *ingest,
+            "",
+            "The `POST` time includes streaming to disk, zip extraction, the header checks of every file "
+            "and the pixel-data hash (idempotency key).",
+        ]
     if "read" in result:
         r = result["read"]
-        lines += ["", f"Series reading: `load_series` {r['load_series_s']:.2f} s ({r['load_series_mb_s']:.0f} MB/s) "
-                  f"against {r['plain_read_s']:.3f} s ({r['plain_read_mb_s']:.0f} MB/s) to read the same bytes "
-                  f"(page cache warm): {r['ratio']:.0f} x the floor."]
+        lines += [
+            "",
+            f"Series reading: `load_series` {r['load_series_s']:.2f} s ({r['load_series_mb_s']:.0f} MB/s) "
+            f"against {r['plain_read_s']:.3f} s ({r['plain_read_mb_s']:.0f} MB/s) to read the same bytes "
+            f"(page cache warm): {r['ratio']:.0f} x the floor.",
+        ]
     return "\n".join(lines) + "\n"
 
 

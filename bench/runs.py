@@ -52,9 +52,22 @@ def job_run(api: Api, series: SeriesOnDisk, label: str) -> dict:
 def run_cli(series: SeriesOnDisk, model: ModelChoice, out: Path, label: str) -> dict:
     """``parotid-seg segment`` as a fresh process (imports, model load and all stages), files already on disk."""
     out.mkdir(parents=True, exist_ok=True)
-    argv = [PAROTID, "--model-store", str(model.store), "segment", str(series.folder), "--model", model.spec,
-            "--output", str(out / "RS.dcm"), "--qa", str(out / "qa.json"), "--preview", str(out / "preview.png"),
-            "--quiet"]
+    argv = [
+        PAROTID,
+        "--model-store",
+        str(model.store),
+        "segment",
+        str(series.folder),
+        "--model",
+        model.spec,
+        "--output",
+        str(out / "RS.dcm"),
+        "--qa",
+        str(out / "qa.json"),
+        "--preview",
+        str(out / "preview.png"),
+        "--quiet",
+    ]
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
@@ -65,8 +78,12 @@ def run_cli(series: SeriesOnDisk, model: ModelChoice, out: Path, label: str) -> 
     if proc.returncode != 0:
         raise RuntimeError(f"{label}: parotid-seg segment exited {proc.returncode}: {err.decode()[-2000:]}")
     qa = json.loads((out / "qa.json").read_text())
-    return {"label": label, "latency_s": round(wall, 3), "peak_rss_bytes": usage.ru_maxrss * 1024,
-            "stages_s": qa.get("stage_times_s", {})}
+    return {
+        "label": label,
+        "latency_s": round(wall, 3),
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "stages_s": qa.get("stage_times_s", {}),
+    }
 
 
 class ServiceUnderTest:
@@ -82,8 +99,14 @@ class ServiceUnderTest:
             self.redis, redis_port = start_redis(work / "redis", self.logs)
             broker = f"redis://127.0.0.1:{redis_port}/0"
         values: dict[str, object] = {"min_free_disk_bytes": 0, **settings}
-        self.env = base_env(job_dir=work / "jobs", model_store=model.store, default_model=model.spec, api_keys=line,
-                            broker_url=broker, **values)
+        self.env = base_env(
+            job_dir=work / "jobs",
+            model_store=model.store,
+            default_model=model.spec,
+            api_keys=line,
+            broker_url=broker,
+            **values,
+        )
         self.port = free_port()
         self.serve = start_serve(self.env, self.logs, self.port)
         self.workers: list[Proc] = []
@@ -113,8 +136,9 @@ class ServiceUnderTest:
             self.redis.stop()
 
 
-def run_service(series: SeriesOnDisk, model: ModelChoice, work: Path, *, celery: bool, repeats: int,
-                zip_upload: bool) -> dict:
+def run_service(
+    series: SeriesOnDisk, model: ModelChoice, work: Path, *, celery: bool, repeats: int, zip_upload: bool
+) -> dict:
     """One cold job (the worker loads the model), ``repeats`` warm jobs, optionally one upload as a zip."""
     svc = ServiceUnderTest(work, model, celery)
     try:
@@ -138,8 +162,11 @@ def run_service(series: SeriesOnDisk, model: ModelChoice, work: Path, *, celery:
                 raise RuntimeError(f"zip upload answered {sub.status}: {sub.body}")
             svc.api.wait(sub.job_id, JOB_TIMEOUT_S)
             svc.api.delete(sub.job_id)
-            result["zip_upload"] = {"bytes": zpath.stat().st_size, "post_s": round(sub.post_s, 3),
-                                    "ingest_mb_s": round(zpath.stat().st_size / 1e6 / sub.post_s, 1)}
+            result["zip_upload"] = {
+                "bytes": zpath.stat().st_size,
+                "post_s": round(sub.post_s, 3),
+                "ingest_mb_s": round(zpath.stat().st_size / 1e6 / sub.post_s, 1),
+            }
         return result
     finally:
         svc.close()
@@ -167,8 +194,16 @@ def run_throughput(copies: list[SeriesOnDisk], model: ModelChoice, work: Path, w
             for s in subs:
                 svc.api.delete(s.job_id)
             wall = t_end - t0
-            out.append({"workers": n_workers, "jobs": len(copies), "states": states, "wall_s": round(wall, 2),
-                        "submit_s": round(t_submitted - t0, 2), "jobs_per_min": round(len(copies) * 60 / wall, 2)})
+            out.append(
+                {
+                    "workers": n_workers,
+                    "jobs": len(copies),
+                    "states": states,
+                    "wall_s": round(wall, 2),
+                    "submit_s": round(t_submitted - t0, 2),
+                    "jobs_per_min": round(len(copies) * 60 / wall, 2),
+                }
+            )
             svc.sample_memory()
         return out
     finally:
@@ -194,6 +229,10 @@ def measure_read(series: SeriesOnDisk, repeats: int) -> dict:
     plain(), pipeline()  # warm the page cache and imports
     plain_s = statistics.median(plain() for _ in range(repeats))
     load_s = statistics.median(pipeline() for _ in range(repeats))
-    return {"plain_read_s": round(plain_s, 4), "load_series_s": round(load_s, 3),
-            "plain_read_mb_s": round(series.n_bytes / 1e6 / plain_s, 1),
-            "load_series_mb_s": round(series.n_bytes / 1e6 / load_s, 1), "ratio": round(load_s / plain_s, 1)}
+    return {
+        "plain_read_s": round(plain_s, 4),
+        "load_series_s": round(load_s, 3),
+        "plain_read_mb_s": round(series.n_bytes / 1e6 / plain_s, 1),
+        "load_series_mb_s": round(series.n_bytes / 1e6 / load_s, 1),
+        "ratio": round(load_s / plain_s, 1),
+    }

@@ -86,8 +86,9 @@ def sha256_file(path: Path) -> str:
 
 
 def write_checksums(bundle_dir: Path) -> None:
-    lines = [f"{sha256_file(p)}  {p.name}\n" for p in sorted(bundle_dir.iterdir())
-             if p.is_file() and p.name != "SHA256SUMS"]
+    lines = [
+        f"{sha256_file(p)}  {p.name}\n" for p in sorted(bundle_dir.iterdir()) if p.is_file() and p.name != "SHA256SUMS"
+    ]
     tmp = bundle_dir / "SHA256SUMS.tmp"
     tmp.write_text("".join(lines))
     os.replace(tmp, bundle_dir / "SHA256SUMS")

@@ -60,7 +60,6 @@ def build_oracle_bundle(store: Path, name: str = "oracle", version: str = "1.0.0
     import keras
     import numpy as np
 
-
     inp = keras.Input(shape=(None, None, None, 1), name="ct")
     hidden = keras.layers.Conv3D(2, 1, activation="relu", name="thresholds")(inp)
     out = keras.layers.Conv3D(3, 1, activation="softmax", name="probs")(hidden)
@@ -83,8 +82,8 @@ def oracle_phantom(shape_zyx=(40, 64, 64)):
     z0, z1 = nz // 3, nz // 3 + 10
     right = np.zeros(shape_zyx, dtype=bool)
     left = np.zeros(shape_zyx, dtype=bool)
-    right[z0:z1, ny // 2 - 4: ny // 2 + 6, nx // 2 - 18: nx // 2 - 8] = True  # small x: patient's right
-    left[z0:z1, ny // 2 - 4: ny // 2 + 6, nx // 2 + 8: nx // 2 + 18] = True  # large x: patient's left
+    right[z0:z1, ny // 2 - 4 : ny // 2 + 6, nx // 2 - 18 : nx // 2 - 8] = True  # small x: patient's right
+    left[z0:z1, ny // 2 - 4 : ny // 2 + 6, nx // 2 + 8 : nx // 2 + 18] = True  # large x: patient's left
     hu[right] = ORACLE_HU_RIGHT
     hu[left] = ORACLE_HU_LEFT
     return hu, {"Parotid_L": left, "Parotid_R": right}

@@ -33,12 +33,16 @@ def _summary(rows: list[dict], glands: tuple[str, ...]) -> dict:
         d, j, h, m = col("dice"), col("iou"), col("hd95_mm"), col("msd_mm")
         out[g] = {
             "n": len(r),
-            "dice_mean": float(np.mean(d)), "dice_median": float(np.median(d)), "dice_std": float(np.std(d, ddof=1))
-            if len(d) > 1 else 0.0,
-            "iou_mean": float(np.mean(j)), "iou_median": float(np.median(j)),
+            "dice_mean": float(np.mean(d)),
+            "dice_median": float(np.median(d)),
+            "dice_std": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0,
+            "iou_mean": float(np.mean(j)),
+            "iou_median": float(np.median(j)),
             "iou_std": float(np.std(j, ddof=1)) if len(j) > 1 else 0.0,
-            "hd95_mm_mean": float(np.nanmean(h)), "hd95_mm_median": float(np.nanmedian(h)),
-            "msd_mm_mean": float(np.nanmean(m)), "msd_mm_median": float(np.nanmedian(m)),
+            "hd95_mm_mean": float(np.nanmean(h)),
+            "hd95_mm_median": float(np.nanmedian(h)),
+            "msd_mm_mean": float(np.nanmean(m)),
+            "msd_mm_median": float(np.nanmedian(m)),
             "volume_diff_cc_mean": float(np.mean(col("pred_cc") - col("ref_cc"))),
         }
     return out
@@ -65,8 +69,14 @@ def bland_altman(rows: list[dict], path: Path) -> None:
         ax.axhline(mean, color="k", lw=1, label=f"mean diff {mean:+.2f} cc")
         for s in (-1.96, 1.96):
             ax.axhline(mean + s * sd, color="k", lw=1, ls="--")
-        ax.text(0.99, 0.02, f"limits of agreement {mean - 1.96 * sd:+.1f} / {mean + 1.96 * sd:+.1f} cc",
-                transform=ax.transAxes, ha="right", fontsize=8)
+        ax.text(
+            0.99,
+            0.02,
+            f"limits of agreement {mean - 1.96 * sd:+.1f} / {mean + 1.96 * sd:+.1f} cc",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=8,
+        )
     ax.set_xlabel("mean of predicted and reference volume (cc)")
     ax.set_ylabel("predicted - reference volume (cc)")
     ax.set_title("Bland-Altman: parotid gland volumes")
@@ -103,15 +113,23 @@ def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path, tta: bool | 
             pm = pred[g].mask_zyx
             present = g in case.masks
             ref = case.masks.get(g, np.zeros_like(pm))
-            row = {"patient": case.case_id, "gland": g, "reference_present": present,
-                   "pred_cc": M.volume_cc(pm, ct.spacing_mm_zyx), "ref_cc": M.volume_cc(ref, ct.spacing_mm_zyx)}
+            row = {
+                "patient": case.case_id,
+                "gland": g,
+                "reference_present": present,
+                "pred_cc": M.volume_cc(pm, ct.spacing_mm_zyx),
+                "ref_cc": M.volume_cc(ref, ct.spacing_mm_zyx),
+            }
             if present:
                 hd95, msd = M.surface_metrics_mm(pm, ref, ct.spacing_mm_zyx)
                 row.update(dice=M.dice(pm, ref), iou=M.iou(pm, ref), hd95_mm=hd95, msd_mm=msd)
             rows.append(row)
         done = [r for r in rows if r["patient"] == case.case_id and r["reference_present"]]
-        print(f"{case.case_id}: " + ", ".join(f"{r['gland']} Dice {r['dice']:.3f}" for r in done),
-              file=sys.stderr, flush=True)
+        print(
+            f"{case.case_id}: " + ", ".join(f"{r['gland']} Dice {r['dice']:.3f}" for r in done),
+            file=sys.stderr,
+            flush=True,
+        )
     fields = ["patient", "gland", "reference_present", "dice", "iou", "hd95_mm", "msd_mm", "pred_cc", "ref_cc"]
     with (out_dir / "per_patient.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
@@ -119,9 +137,14 @@ def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path, tta: bool | 
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     summary = {
-        "bundle": f"{bundle.parent.name}:{bundle.name}", "data_dir": str(data_dir), "format": fmt,
-        "n_patients": len({r["patient"] for r in rows}), "skipped": report.skipped,
-        "grid": "each patient's native grid", "tta_lr_flip": plan.tta_lr_flip, "summary": _summary(rows, glands),
+        "bundle": f"{bundle.parent.name}:{bundle.name}",
+        "data_dir": str(data_dir),
+        "format": fmt,
+        "n_patients": len({r["patient"] for r in rows}),
+        "skipped": report.skipped,
+        "grid": "each patient's native grid",
+        "tta_lr_flip": plan.tta_lr_flip,
+        "summary": _summary(rows, glands),
         "seconds_per_patient_median": float(np.median(times)) if times else None,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -148,13 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["openkbp", "dicom", "nifti"], default="openkbp")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--update-bundle", action="store_true")
-    p.add_argument("--tta", choices=["plan", "on", "off"], default="plan",
-                   help="left-right flip test-time augmentation: as the bundle's plan says, or forced on/off")
+    p.add_argument(
+        "--tta",
+        choices=["plan", "on", "off"],
+        default="plan",
+        help="left-right flip test-time augmentation: as the bundle's plan says, or forced on/off",
+    )
     p.add_argument("--holdout-final-report", action="store_true")
     args = p.parse_args(argv)
     if args.data_dir.name == "test-pats" and not args.holdout_final_report:
-        print("error[BAD_TRAINING_DATA]: test-pats is the independent holdout; use --holdout-final-report only for"
-              " a one-off final report", file=sys.stderr)
+        print(
+            "error[BAD_TRAINING_DATA]: test-pats is the independent holdout; use --holdout-final-report only for"
+            " a one-off final report",
+            file=sys.stderr,
+        )
         return 2
     tta = None if args.tta == "plan" else args.tta == "on"
     if args.update_bundle and tta is not None:
@@ -162,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = evaluate(args.bundle, args.data_dir, args.format, args.output, tta)
     for g, s in summary["summary"].items():
-        print(f"{g}: n={s['n']} Dice median {s['dice_median']:.3f} mean {s['dice_mean']:.3f} "
-              f"SD {s['dice_std']:.3f}; HD95 median {s['hd95_mm_median']:.1f} mm", file=sys.stderr)
+        print(
+            f"{g}: n={s['n']} Dice median {s['dice_median']:.3f} mean {s['dice_mean']:.3f} "
+            f"SD {s['dice_std']:.3f}; HD95 median {s['hd95_mm_median']:.1f} mm",
+            file=sys.stderr,
+        )
     if args.update_bundle:
         update_bundle(args.bundle, summary)
     return 0

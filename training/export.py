@@ -48,9 +48,21 @@ def export_bundle(
     metrics = {
         "bundle": f"{name}:{version}",
         "checkpoint": weights,
-        "training": {k: state.get(k) for k in (
-            "architecture", "base_filters", "loss", "epoch", "samples_seen", "train_seconds",
-            "best_dice", "best_dice_epoch", "best_loss", "best_loss_epoch")},
+        "training": {
+            k: state.get(k)
+            for k in (
+                "architecture",
+                "base_filters",
+                "loss",
+                "epoch",
+                "samples_seen",
+                "train_seconds",
+                "best_dice",
+                "best_dice_epoch",
+                "best_loss",
+                "best_loss_epoch",
+            )
+        },
         "training_val_dice_note": "mean hard Dice on the model grid over the per-epoch validation subset",
         "data": data_report,
         "validation": None,
@@ -72,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="parotid-unet3d")
     p.add_argument("--version", required=True)
     p.add_argument("--weights", choices=["best_dice", "best_loss", "last"], default="best_dice")
-    p.add_argument("--tta", choices=["on", "off"], default=None,
-                   help="write left-right flip test-time augmentation into the bundle's plan (default: as trained)")
+    p.add_argument(
+        "--tta",
+        choices=["on", "off"],
+        default=None,
+        help="write left-right flip test-time augmentation into the bundle's plan (default: as trained)",
+    )
     args = p.parse_args(argv)
     tta = None if args.tta is None else args.tta == "on"
     path = export_bundle(args.run, args.store, args.name, args.version, args.weights, tta)

@@ -40,8 +40,15 @@ def focal_loss(y_true, y_pred, gamma: float = 1.0, alpha: Sequence[float] = (0.3
 
 @keras.saving.register_keras_serializable(package="parotid_training")
 class CombinedLoss(keras.losses.Loss):
-    def __init__(self, dice_weight: float = 0.7, focal_weight: float = 0.3, gamma: float = 1.0,
-                 alpha: Sequence[float] = (0.3, 0.35, 0.35), name: str = "combined_dice_focal", **kwargs):
+    def __init__(
+        self,
+        dice_weight: float = 0.7,
+        focal_weight: float = 0.3,
+        gamma: float = 1.0,
+        alpha: Sequence[float] = (0.3, 0.35, 0.35),
+        name: str = "combined_dice_focal",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self.dice_weight = dice_weight
         self.focal_weight = focal_weight
@@ -54,8 +61,13 @@ class CombinedLoss(keras.losses.Loss):
         )
 
     def get_config(self):
-        return {"dice_weight": self.dice_weight, "focal_weight": self.focal_weight, "gamma": self.gamma,
-                "alpha": list(self.alpha), "name": self.name}
+        return {
+            "dice_weight": self.dice_weight,
+            "focal_weight": self.focal_weight,
+            "gamma": self.gamma,
+            "alpha": list(self.alpha),
+            "name": self.name,
+        }
 
 
 def make_loss(name: str) -> keras.losses.Loss:

@@ -12,8 +12,10 @@ def _fmt(x: object, nd: int = 3) -> str:
 
 
 def _validation_table(val: dict) -> str:
-    rows = ["| gland | n | Dice mean | Dice median | Dice SD | IoU mean | IoU median | HD95 mm median | "
-            "MSD mm median |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| gland | n | Dice mean | Dice median | Dice SD | IoU mean | IoU median | HD95 mm median | MSD mm median |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for gland, s in val["summary"].items():
         rows.append(
             f"| {gland} | {s['n']} | {_fmt(s['dice_mean'])} | {_fmt(s['dice_median'])} | {_fmt(s['dice_std'])} | "
@@ -38,8 +40,11 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "Segments the left and right parotid glands (TG-263 `Parotid_L`, `Parotid_R`) on head-and-neck CT.",
         f"Network: {tr.get('architecture')} 3D U-Net (Keras 3), {tr.get('base_filters')} base filters, layer",
         "normalisation, softmax over background / Parotid_R / Parotid_L. Loss: "
-        + ("0.7 x (1 - modified Dice) + 0.3 x focal (gamma 1, alpha 0.3/0.35/0.35)." if tr.get("loss") == "combined"
-           else f"{tr.get('loss')}."),
+        + (
+            "0.7 x (1 - modified Dice) + 0.3 x focal (gamma 1, alpha 0.3/0.35/0.35)."
+            if tr.get("loss") == "combined"
+            else f"{tr.get('loss')}."
+        ),
         "",
         "## Data and splits",
         "OpenKBP grand-challenge dataset (Babier et al., Med. Phys. 48 (2021) 5549-5561; github.com/ababier/open-kbp),",

@@ -11,9 +11,7 @@ from training.data.case import CaseData, SkipReport
 from training.dataset import PreparedCase, load_prepared, prepare_case, save_prepared
 
 
-def iter_cases(
-    split_dir: Path, fmt: str, report: SkipReport, roi_synonyms: Path | None = None
-) -> Iterator[CaseData]:
+def iter_cases(split_dir: Path, fmt: str, report: SkipReport, roi_synonyms: Path | None = None) -> Iterator[CaseData]:
     if fmt == "openkbp":
         from training.data.openkbp import iter_split
 

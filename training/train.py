@@ -26,8 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-dir", type=Path, required=True)
     p.add_argument("--format", choices=["openkbp", "dicom", "nifti"], default="openkbp")
     p.add_argument("--output", type=Path, required=True, help="run folder (checkpoints, logs, cache)")
-    p.add_argument("--roi-synonyms", type=Path, default=None,
-                   help='DICOM format: JSON {"Parotid_L": [...], "Parotid_R": [...]} added to the default names')
+    p.add_argument(
+        "--roi-synonyms",
+        type=Path,
+        default=None,
+        help='DICOM format: JSON {"Parotid_L": [...], "Parotid_R": [...]} added to the default names',
+    )
     p.add_argument("--architecture", choices=["residual", "attention"], default="residual")
     p.add_argument("--base-filters", type=int, default=8)
     p.add_argument("--depth", type=int, default=4)
@@ -38,8 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--patience", type=int, default=10, help="early stopping, in epochs without a better val Dice")
     p.add_argument("--val-cases", type=int, default=16, help="validation patients used each epoch (0 = all)")
-    p.add_argument("--max-minutes", type=float, default=0,
-                   help="training-time budget over all resumed runs; the LR schedule follows it; 0 = none")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0,
+        help="training-time budget over all resumed runs; the LR schedule follows it; 0 = none",
+    )
     p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
     p.add_argument("--spacing-mm", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"))
     p.add_argument("--seed", type=int, default=20261127)
@@ -86,16 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     val_all = [c for c in val_cases if c.present]
     val_used = val_all if args.val_cases <= 0 else val_all[: args.val_cases]
     data_report = {
-        "train_dir": str(args.train_dir), "val_dir": str(args.val_dir), "format": args.format,
+        "train_dir": str(args.train_dir),
+        "val_dir": str(args.val_dir),
+        "format": args.format,
         "train_patients_used": len(train_cases),
         "train_patients_excluded_missing_gland": excluded,
-        "train_skipped": train_report.skipped, "val_skipped": val_report.skipped,
-        "val_patients": len(val_all), "val_patients_per_epoch": len(val_used),
+        "train_skipped": train_report.skipped,
+        "val_skipped": val_report.skipped,
+        "val_patients": len(val_all),
+        "val_patients_per_epoch": len(val_used),
     }
     (out / "data_report.json").write_text(json.dumps(data_report, indent=2))
-    print(f"train: {len(train_cases)} patients ({len(excluded)} left out: a gland not contoured; "
-          f"{len(train_report.skipped)} unreadable); validation: {len(val_all)} ({len(val_used)} per epoch)",
-          file=sys.stderr)
+    print(
+        f"train: {len(train_cases)} patients ({len(excluded)} left out: a gland not contoured; "
+        f"{len(train_report.skipped)} unreadable); validation: {len(val_all)} ({len(val_used)} per epoch)",
+        file=sys.stderr,
+    )
     if not train_cases or not val_used:
         print("error[BAD_TRAINING_DATA]: no usable training or validation patients", file=sys.stderr)
         return 2
@@ -108,16 +122,28 @@ def main(argv: list[str] | None = None) -> int:
         except (TypeError, ValueError) as exc:  # checkpoint from an older code version: weights only
             print(f"optimizer state not restored ({exc.__class__.__name__}); resuming from weights", file=sys.stderr)
             model = keras.saving.load_model(out / "last.keras", compile=False, safe_mode=True)
-            model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(state.get("loss", args.loss)),
-                          metrics=gland_metrics(plan.labels))
+            model.compile(
+                optimizer=keras.optimizers.Adam(args.lr),
+                loss=make_loss(state.get("loss", args.loss)),
+                metrics=gland_metrics(plan.labels),
+            )
         print(f"resuming after epoch {state['epoch']}", file=sys.stderr)
     else:
         model = build_unet(args.architecture, args.base_filters, args.depth, len(plan.labels))
-        model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(args.loss),
-                      metrics=gland_metrics(plan.labels))
-        state = {"epoch": 0, "best_dice": -1.0, "best_loss": float("inf"), "since_best": 0,
-                 "architecture": args.architecture, "base_filters": args.base_filters, "loss": args.loss,
-                 "samples_seen": 0, "train_seconds": 0.0}
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(args.loss), metrics=gland_metrics(plan.labels)
+        )
+        state = {
+            "epoch": 0,
+            "best_dice": -1.0,
+            "best_loss": float("inf"),
+            "since_best": 0,
+            "architecture": args.architecture,
+            "base_filters": args.base_filters,
+            "loss": args.loss,
+            "samples_seen": 0,
+            "train_seconds": 0.0,
+        }
     rng = np.random.default_rng(args.seed + state["epoch"])
     aug = AugmentConfig()
     n_classes = len(plan.labels)
@@ -139,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         model.optimizer.learning_rate.assign(lr)
         t0 = time.time()
         losses = []
-        bar = tqdm(range(args.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", file=sys.stderr,
-                   mininterval=10)
+        bar = tqdm(
+            range(args.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", file=sys.stderr, mininterval=10
+        )
         for _ in bar:
             xs, ys = [], []
             for _b in range(args.batch_size):
@@ -167,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
             state["best_loss"] = val["val_loss"]
             state["best_loss_epoch"] = epoch + 1
             model.save_weights(out / "best_loss.weights.h5")
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)), **val,
-               "train_s": round(train_s, 1), "epoch_s": round(time.time() - t0, 1)}
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": float(np.mean(losses)),
+            **val,
+            "train_s": round(train_s, 1),
+            "epoch_s": round(time.time() - t0, 1),
+        }
         new = not log_path.exists()
         with log_path.open("a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(row))

@@ -51,8 +51,10 @@ def create_app(settings: Settings, jobs: JobService | None = None) -> FastAPI:
     """The API. ``jobs`` defaults to ``JobService.from_settings(settings)``; it starts and stops with the app."""
     owners = settings.api_key_owners()
     if not owners:
-        raise ConfigError("no API keys configured: set PAROTID_API_KEYS or PAROTID_API_KEYS_FILE "
-                          "(parotid-seg serve --new-api-key OWNER prints a key and its line)")
+        raise ConfigError(
+            "no API keys configured: set PAROTID_API_KEYS or PAROTID_API_KEYS_FILE "
+            "(parotid-seg serve --new-api-key OWNER prints a key and its line)"
+        )
     job_service = jobs or JobService.from_settings(settings, start=False)
 
     @asynccontextmanager

@@ -35,8 +35,10 @@ def new_key_line(owner: str) -> tuple[str, str]:
 
 def config_error(exc: Exception) -> int:
     if isinstance(exc, ValidationError):
-        text = "; ".join((f"PAROTID_{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
-                         for e in exc.errors())
+        text = "; ".join(
+            (f"PAROTID_{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
+            for e in exc.errors()
+        )
     else:
         text = str(exc)
     print(f"error[CONFIG]: {text}", file=sys.stderr)
@@ -64,8 +66,12 @@ def ensure_api_keys(settings: Settings) -> Settings:
         with os.fdopen(fd, "w") as fh:
             fh.write("# owner sha256:<hex of the key>; add lines with: parotid-seg serve --new-api-key OWNER\n")
             fh.write(line + "\n")
-        print(f"\nNo API key was configured: created {path} with a key for owner 'admin'.\n"
-              f"Your API key (shown once, only its SHA-256 is stored):\n\n    {key}\n", file=sys.stderr, flush=True)
+        print(
+            f"\nNo API key was configured: created {path} with a key for owner 'admin'.\n"
+            f"Your API key (shown once, only its SHA-256 is stored):\n\n    {key}\n",
+            file=sys.stderr,
+            flush=True,
+        )
     return settings.model_copy(update={"api_keys_file": path})
 
 
@@ -76,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
             Settings(api_keys=line.replace(" ", "="))  # validates the owner name
         except (ValidationError, ConfigError) as exc:
             return config_error(exc)
-        print(f"API key for {args.new_api_key} (give it to the client; it is not stored):\n  {key}\n"
-              f"line for PAROTID_API_KEYS_FILE:\n  {line}")
+        print(
+            f"API key for {args.new_api_key} (give it to the client; it is not stored):\n  {key}\n"
+            f"line for PAROTID_API_KEYS_FILE:\n  {line}"
+        )
         return 0
     try:
         settings = ensure_api_keys(load_settings(args, host=args.host, port=args.port))

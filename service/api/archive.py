@@ -57,12 +57,15 @@ def _check_entries(archive: str, infos: list[zipfile.ZipInfo], budget: ExtractBu
         if not info.is_dir():
             files.append(info)
     if len(files) > budget.files_left:
-        raise InputError(ErrorCode.TOO_MANY_FILES,
-                         f"{archive}: {len(files)} files, more than the {budget.files_left} still allowed")
+        raise InputError(
+            ErrorCode.TOO_MANY_FILES, f"{archive}: {len(files)} files, more than the {budget.files_left} still allowed"
+        )
     total = sum(i.file_size for i in files)
     if total > budget.bytes_left:
-        raise InputError(ErrorCode.UPLOAD_TOO_LARGE,
-                         f"{archive}: expands to {total} bytes, more than the {budget.bytes_left} still allowed")
+        raise InputError(
+            ErrorCode.UPLOAD_TOO_LARGE,
+            f"{archive}: expands to {total} bytes, more than the {budget.bytes_left} still allowed",
+        )
     for info in files:
         if info.file_size >= RATIO_MIN_ENTRY_BYTES and info.file_size > budget.max_ratio * max(info.compress_size, 1):
             raise InputError(
@@ -72,9 +75,11 @@ def _check_entries(archive: str, infos: list[zipfile.ZipInfo], budget: ExtractBu
             )
     packed = sum(i.compress_size for i in files)
     if total >= RATIO_MIN_ENTRY_BYTES and total > budget.max_ratio * max(packed, 1):
-        raise InputError(ErrorCode.UNSAFE_ARCHIVE,
-                         f"{archive}: expands {total / max(packed, 1):.0f} times (limit {budget.max_ratio:.0f}); "
-                         "refused as a possible zip bomb")
+        raise InputError(
+            ErrorCode.UNSAFE_ARCHIVE,
+            f"{archive}: expands {total / max(packed, 1):.0f} times (limit {budget.max_ratio:.0f}); "
+            "refused as a possible zip bomb",
+        )
     return files
 
 
@@ -94,15 +99,24 @@ def extract_zip(
                     for chunk in iter(lambda src=src: src.read(1 << 20), b""):  # type: ignore[misc]
                         written += len(chunk)
                         if written > limit:
-                            raise InputError(ErrorCode.UNSAFE_ARCHIVE, f"{archive_name}: entry "
-                                             f"{info.filename!r} expands beyond its declared size")
+                            raise InputError(
+                                ErrorCode.UNSAFE_ARCHIVE,
+                                f"{archive_name}: entry {info.filename!r} expands beyond its declared size",
+                            )
                         dst.write(chunk)
                 budget.bytes_left -= written
                 budget.files_left -= 1
                 out[name] = f"{archive_name}:{info.filename}"
     except InputError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError,
-            zlib.error, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        RuntimeError,
+        EOFError,
+        zlib.error,
+        ValueError,
+    ) as exc:
         raise InputError(ErrorCode.BAD_ARCHIVE, f"{archive_name}: not a readable zip archive ({exc})") from None
     return out

@@ -24,13 +24,12 @@ def owner_for_key(owners: dict[str, str], key: str) -> str | None:
     return found
 
 
-def require_owner(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme)
-) -> str:
+def require_owner(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme)) -> str:
     """FastAPI dependency: the owner of the request's API key, or 401."""
     if credentials is None or not credentials.credentials:
-        raise ApiError(401, "UNAUTHORIZED", "an API key is required: 'Authorization: Bearer <key>'",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "UNAUTHORIZED", "an API key is required: 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+        )
     owner = owner_for_key(request.app.state.api_key_owners, credentials.credentials)
     if owner is None:
         raise ApiError(401, "UNAUTHORIZED", "unknown API key", {"WWW-Authenticate": 'Bearer error="invalid_token"'})

@@ -36,8 +36,9 @@ class _StoreCollector(Collector):
         q = GaugeMetricFamily("parotid_queue_depth", "jobs waiting to start (NaN: queue unreachable)")
         q.add_metric([], float("nan") if depth is None else depth)
         yield q
-        h = HistogramMetricFamily("parotid_stage_duration_seconds", "pipeline stage durations of succeeded jobs",
-                                  labels=["stage"])
+        h = HistogramMetricFamily(
+            "parotid_stage_duration_seconds", "pipeline stage durations of succeeded jobs", labels=["stage"]
+        )
         for stage, data in sorted(read_stage_histograms(self.jobs.store.stats_dir).items()):
             buckets = [(str(b), c) for b, c in zip(BUCKETS_S, data["buckets"], strict=True)]
             buckets.append(("+Inf", data["count"]))
@@ -49,5 +50,6 @@ class ApiMetrics:
     def __init__(self, jobs: JobService) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StoreCollector(jobs))
-        self.submitted = Counter("parotid_jobs_submitted", "POST /v1/jobs outcomes in this API process",
-                                 ["result"], registry=self.registry)
+        self.submitted = Counter(
+            "parotid_jobs_submitted", "POST /v1/jobs outcomes in this API process", ["result"], registry=self.registry
+        )

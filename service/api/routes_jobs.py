@@ -37,14 +37,23 @@ UPLOAD_SCHEMA = {
                             "minItems": 1,
                             "description": "the CT series: one part per DICOM file, or one zip archive of them",
                         },
-                        "reference": {"type": "string", "format": "binary",
-                                      "description": "optional reference RTSTRUCT: adds Dice/HD95 to the QA"},
-                        "model": {"type": "string", "pattern": TEXT_FIELDS["model"][0],
-                                  "maxLength": TEXT_FIELDS["model"][1],
-                                  "description": "NAME[:VERSION] from GET /v1/models (default: the promoted model)"},
-                        "series_uid": {"type": "string", "pattern": TEXT_FIELDS["series_uid"][0],
-                                       "maxLength": TEXT_FIELDS["series_uid"][1],
-                                       "description": "SeriesInstanceUID when the upload holds several CT series"},
+                        "reference": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "optional reference RTSTRUCT: adds Dice/HD95 to the QA",
+                        },
+                        "model": {
+                            "type": "string",
+                            "pattern": TEXT_FIELDS["model"][0],
+                            "maxLength": TEXT_FIELDS["model"][1],
+                            "description": "NAME[:VERSION] from GET /v1/models (default: the promoted model)",
+                        },
+                        "series_uid": {
+                            "type": "string",
+                            "pattern": TEXT_FIELDS["series_uid"][0],
+                            "maxLength": TEXT_FIELDS["series_uid"][1],
+                            "description": "SeriesInstanceUID when the upload holds several CT series",
+                        },
                     },
                 }
             }
@@ -65,12 +74,12 @@ def get_jobs(request: Request) -> JobService:
     description="Multipart upload. 202 with a new job; 200 with the existing job when this API key already "
     "submitted the same series (SeriesInstanceUID and pixel data) for the same model version. The series "
     "headers are checked at once: a series the pipeline would refuse gets 4xx with the pipeline's code.",
-    responses={200: {"model": JobResponse, "description": "the same series was submitted before"},
-               **ERROR_RESPONSES},
+    responses={200: {"model": JobResponse, "description": "the same series was submitted before"}, **ERROR_RESPONSES},
     openapi_extra=UPLOAD_SCHEMA,
 )
-async def submit_job(request: Request, owner: str = Depends(require_owner),
-                     jobs: JobService = Depends(get_jobs)) -> Response:
+async def submit_job(
+    request: Request, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)
+) -> Response:
     metrics = request.app.state.metrics
     settings = jobs.settings
     try:
@@ -83,7 +92,10 @@ async def submit_job(request: Request, owner: str = Depends(require_owner),
             jobs.store.discard(staging)
             raise
         result = await run_in_threadpool(
-            jobs.submit_staged, staging, owner=owner, model=upload.fields.get("model") or None,
+            jobs.submit_staged,
+            staging,
+            owner=owner,
+            model=upload.fields.get("model") or None,
             series_uid=upload.fields.get("series_uid") or None,
         )
     except InputError:
@@ -94,8 +106,9 @@ async def submit_job(request: Request, owner: str = Depends(require_owner),
         raise
     metrics.submitted.labels("created" if result.created else "existing").inc()
     body = JobResponse.from_record(result.job, existing=not result.created)
-    return JSONResponse(body.model_dump(mode="json"), status_code=202 if result.created else 200,
-                        headers={"Location": body.links.self})
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=202 if result.created else 200, headers={"Location": body.links.self}
+    )
 
 
 @router.get("", response_model=JobListResponse, summary="This API key's jobs", responses=ERROR_RESPONSES)
@@ -104,8 +117,9 @@ def list_jobs(owner: str = Depends(require_owner), jobs: JobService = Depends(ge
     return JobListResponse(jobs=[JobResponse.from_record(r) for r in records])
 
 
-@router.get("/{job_id}", response_model=JobResponse, summary="Job state, progress, error, QA status",
-            responses=ERROR_RESPONSES)
+@router.get(
+    "/{job_id}", response_model=JobResponse, summary="Job state, progress, error, QA status", responses=ERROR_RESPONSES
+)
 def get_job(job_id: str, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)) -> JobResponse:
     return JobResponse.from_record(jobs.get_job(job_id, owner=owner))
 
@@ -128,22 +142,33 @@ def _output(jobs: JobService, owner: str, job_id: str, kind: str) -> tuple[JobRe
     return record, path
 
 
-@router.get("/{job_id}/rtstruct", summary="The RTSTRUCT (DICOM)", response_class=FileResponse,
-            responses={200: {"content": {"application/dicom": {}}}, **ERROR_RESPONSES})
+@router.get(
+    "/{job_id}/rtstruct",
+    summary="The RTSTRUCT (DICOM)",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/dicom": {}}}, **ERROR_RESPONSES},
+)
 def get_rtstruct(job_id: str, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)):
     _, path = _output(jobs, owner, job_id, "rtstruct")
     return FileResponse(path, media_type="application/dicom", filename=f"RS_{job_id}.dcm")
 
 
-@router.get("/{job_id}/qa", summary="The QA report (JSON, versioned schema)",
-            responses={200: {"content": {"application/json": {}}}, **ERROR_RESPONSES})
+@router.get(
+    "/{job_id}/qa",
+    summary="The QA report (JSON, versioned schema)",
+    responses={200: {"content": {"application/json": {}}}, **ERROR_RESPONSES},
+)
 def get_qa(job_id: str, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)):
     _, path = _output(jobs, owner, job_id, "qa")
     return FileResponse(path, media_type="application/json")
 
 
-@router.get("/{job_id}/preview.png", summary="Preview image (PNG)", response_class=FileResponse,
-            responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES})
+@router.get(
+    "/{job_id}/preview.png",
+    summary="Preview image (PNG)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
+)
 def get_preview(job_id: str, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)):
     _, path = _output(jobs, owner, job_id, "preview")
     return FileResponse(path, media_type="image/png")

@@ -49,16 +49,21 @@ class ModelCheck:
             return check
 
 
-@router.get("/v1/models", response_model=ModelsResponse, tags=["models"], summary="Model bundles",
-            responses=ERROR_RESPONSES)
+@router.get(
+    "/v1/models", response_model=ModelsResponse, tags=["models"], summary="Model bundles", responses=ERROR_RESPONSES
+)
 def get_models(owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)) -> ModelsResponse:
     settings = jobs.settings
     try:
         default = resolve_bundle(settings.default_model, settings.model_store).spec
     except InputError:
         default = None
-    return ModelsResponse(models=[ModelInfo(name=b.name, version=b.version, spec=b.spec, default=b.spec == default)
-                                  for b in list_bundles(settings.model_store)])
+    return ModelsResponse(
+        models=[
+            ModelInfo(name=b.name, version=b.version, spec=b.spec, default=b.spec == default)
+            for b in list_bundles(settings.model_store)
+        ]
+    )
 
 
 @router.get("/healthz", response_model=HealthResponse, tags=["health"], summary="Alive (no key needed)")
@@ -66,8 +71,13 @@ def healthz() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get("/readyz", response_model=ReadyResponse, tags=["health"], summary="Ready to take jobs (no key needed)",
-            responses={503: {"model": ReadyResponse, "description": "not ready; checks say why"}})
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    tags=["health"],
+    summary="Ready to take jobs (no key needed)",
+    responses={503: {"model": ReadyResponse, "description": "not ready; checks say why"}},
+)
 async def readyz(request: Request, jobs: JobService = Depends(get_jobs)) -> JSONResponse:
     queue_ok, queue_detail = await run_in_threadpool(jobs.dispatcher.check)
     model = await run_in_threadpool(request.app.state.model_check, jobs)
@@ -80,8 +90,12 @@ async def readyz(request: Request, jobs: JobService = Depends(get_jobs)) -> JSON
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics (API key needed)",
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **ERROR_RESPONSES})
+@router.get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics (API key needed)",
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **ERROR_RESPONSES},
+)
 async def metrics(request: Request, owner: str = Depends(require_owner)) -> Response:
     data = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
     return Response(data, media_type=CONTENT_TYPE_LATEST)

@@ -55,10 +55,20 @@ class JobResponse(BaseModel):
         error = ErrorDetail(code=record.error.code, message=record.error.message) if record.error else None
         qa_status = record.qa_status if record.qa_status in ("ok", "review", "fail") else None
         return cls(
-            id=record.id, state=record.state, progress=record.progress, stage=record.stage,
-            created_at=record.created_at, updated_at=record.updated_at, started_at=record.started_at,
-            finished_at=record.finished_at, model=record.model, series_instance_uid=record.series_instance_uid,
-            n_files=record.n_files, has_reference=record.has_reference, attempts=record.attempts, error=error,
+            id=record.id,
+            state=record.state,
+            progress=record.progress,
+            stage=record.stage,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            model=record.model,
+            series_instance_uid=record.series_instance_uid,
+            n_files=record.n_files,
+            has_reference=record.has_reference,
+            attempts=record.attempts,
+            error=error,
             qa_status=qa_status,  # type: ignore[arg-type]
             existing=existing,
             links=JobLinks(self=base, rtstruct=f"{base}/rtstruct", qa=f"{base}/qa", preview=f"{base}/preview.png"),

@@ -26,8 +26,10 @@ from service.jobs.models import INPUT_DIR, REFERENCE_FILE
 
 MULTIPART_OVERHEAD_BYTES = 1 << 20  # headers and boundaries on top of the file bytes
 # text field -> (pattern, longest value)
-TEXT_FIELDS: dict[str, tuple[str, int]] = {"model": (r"^[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$", 128),
-                                           "series_uid": (r"^[0-9]+(\.[0-9]+)*$", 64)}
+TEXT_FIELDS: dict[str, tuple[str, int]] = {
+    "model": (r"^[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?$", 128),
+    "series_uid": (r"^[0-9]+(\.[0-9]+)*$", 64),
+}
 TEXT_MAX_BYTES = 128
 
 
@@ -164,8 +166,16 @@ class _Receiver:
             self._sink = None
 
     def callbacks(self) -> dict:
-        names = ("on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
-                 "on_header_end", "on_headers_finished", "on_end")
+        names = (
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_end",
+        )
         return {n: getattr(self, n) for n in names}
 
 
@@ -177,8 +187,9 @@ async def receive_upload(request: Request, staging: Path, limits: UploadLimits) 
         raise _bad("the body must be multipart/form-data with 'files' parts (DICOM files or one zip archive)")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise InputError(ErrorCode.UPLOAD_TOO_LARGE,
-                         f"Content-Length {declared} exceeds the limit of {limits.max_bytes} bytes")
+        raise InputError(
+            ErrorCode.UPLOAD_TOO_LARGE, f"Content-Length {declared} exceeds the limit of {limits.max_bytes} bytes"
+        )
     receiver = _Receiver(staging, limits)
     parser = MultipartParser(params[b"boundary"], receiver.callbacks(), max_header_size=4096)  # type: ignore[arg-type]
     received = 0
@@ -201,8 +212,11 @@ async def receive_upload(request: Request, staging: Path, limits: UploadLimits) 
         raise _bad("the multipart body is incomplete (no closing boundary)")
     if receiver.result.n_files == 0:
         raise _bad("no 'files' part: send the CT series as DICOM files or one zip archive")
-    budget = ExtractBudget(limits.max_bytes - receiver.bytes_in_files,
-                           limits.max_files - (receiver.result.n_files - len(receiver.archives)), limits.zip_max_ratio)
+    budget = ExtractBudget(
+        limits.max_bytes - receiver.bytes_in_files,
+        limits.max_files - (receiver.result.n_files - len(receiver.archives)),
+        limits.zip_max_ratio,
+    )
     for n, (path, label) in enumerate(receiver.archives, 1):
         size = path.stat().st_size
         names = await run_in_threadpool(extract_zip, path, label, staging / INPUT_DIR, f"z{n:03d}_", budget)

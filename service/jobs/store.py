@@ -145,8 +145,9 @@ class JobStore:
             return new
 
     def fail(self, job_id: str, code: str, message: str) -> JobRecord:
-        return self.update(job_id, state=JobState.FAILED, finished_at=utc_now(),
-                           error=JobError(code=str(code), message=message))
+        return self.update(
+            job_id, state=JobState.FAILED, finished_at=utc_now(), error=JobError(code=str(code), message=message)
+        )
 
     def list_jobs(self) -> Iterator[JobRecord]:
         for path in sorted(self.jobs_dir.glob("*/" + JOB_FILE)):
@@ -239,9 +240,12 @@ class JobStore:
                     self.delete(record.id)
                     counts["deleted"] += 1
             elif record.updated_at < now - timedelta(seconds=stall_s) and not self.is_running_somewhere(record.id):
-                self.fail(record.id, JobFailure.STALLED,
-                          f"no progress for {int(stall_s)} s and no worker holds the job (its worker stopped and "
-                          "no redelivery came, or it passed the hard time limit); submit it again")
+                self.fail(
+                    record.id,
+                    JobFailure.STALLED,
+                    f"no progress for {int(stall_s)} s and no worker holds the job (its worker stopped and "
+                    "no redelivery came, or it passed the hard time limit); submit it again",
+                )
                 self.remove_inputs(record.id)
                 counts["stalled"] += 1
         cutoff = time.time() - self.STAGING_MAX_AGE_S

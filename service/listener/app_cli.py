@@ -32,8 +32,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spool-dir", type=Path, help="spool, audit log, outbox, dead letters (default var/listener)")
     parser.add_argument("--quiet-time-s", type=float, help="a series is complete after this long without instances")
     parser.add_argument("--peer", action="append", default=[], metavar="SPEC", help=PEER_HELP)
-    parser.add_argument("--allow-unknown-ae", action="store_true", default=None,
-                        help="accept any calling AE (their results stay in the job store)")
+    parser.add_argument(
+        "--allow-unknown-ae",
+        action="store_true",
+        default=None,
+        help="accept any calling AE (their results stay in the job store)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -46,13 +50,22 @@ def parse_peer(spec: str) -> dict:
     try:
         if mode == "sender":
             port, _, ret_ae = target.partition(":")
-            return {"ae_title": ae, "return_mode": "sender", "return_port": int(port),
-                    "return_ae_title": ret_ae or None}
+            return {
+                "ae_title": ae,
+                "return_mode": "sender",
+                "return_port": int(port),
+                "return_ae_title": ret_ae or None,
+            }
         if mode == "fixed":
             ret_ae, _, hostport = target.partition("@")
             host, _, port = hostport.rpartition(":")
-            return {"ae_title": ae, "return_mode": "fixed", "return_ae_title": ret_ae or None, "return_host": host,
-                    "return_port": int(port)}
+            return {
+                "ae_title": ae,
+                "return_mode": "fixed",
+                "return_ae_title": ret_ae or None,
+                "return_host": host,
+                "return_port": int(port),
+            }
     except ValueError:
         pass
     raise ValueError(f"--peer {spec!r}: expected AE, AE=sender:PORT[:RETURN_AE] or AE=fixed:RETURN_AE@HOST:PORT")
@@ -61,8 +74,10 @@ def parse_peer(spec: str) -> dict:
 def config_error(exc: Exception, prefix: str) -> int:
     """One ``error[CONFIG]: SETTING: message`` line on stderr; exit status 2."""
     if isinstance(exc, ValidationError):
-        text = "; ".join((f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
-                         for e in exc.errors())
+        text = "; ".join(
+            (f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
+            for e in exc.errors()
+        )
     else:
         text = str(exc)
     print(f"error[CONFIG]: {' '.join(text.split())}", file=sys.stderr)
@@ -75,13 +90,18 @@ def run(args: argparse.Namespace) -> int:
     from service.listener.settings import load_settings
     from service.model_bundle import DEFAULT_STORE
 
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its DEBUG output is not needed and verbose
     try:
         overrides = {
-            "ae_title": args.ae_title, "port": args.port, "bind_host": args.bind_host, "spool_dir": args.spool_dir,
-            "quiet_time_s": args.quiet_time_s, "allow_unknown_ae": args.allow_unknown_ae,
+            "ae_title": args.ae_title,
+            "port": args.port,
+            "bind_host": args.bind_host,
+            "spool_dir": args.spool_dir,
+            "quiet_time_s": args.quiet_time_s,
+            "allow_unknown_ae": args.allow_unknown_ae,
             "peers": [parse_peer(s) for s in args.peer] or None,
         }
         settings = load_settings(args.config, **overrides)
@@ -99,9 +119,12 @@ def run(args: argparse.Namespace) -> int:
     listener = Listener(settings, jobs)
     try:
         listener.start(port=settings.port)
-        print(f"parotid-seg listen: {settings.ae_title} on {settings.bind_host}:{listener.port}, spool "
-              f"{settings.spool_dir}, allowed AEs: {', '.join(settings.allowed_ae_titles) or 'any'}",
-              file=sys.stderr, flush=True)
+        print(
+            f"parotid-seg listen: {settings.ae_title} on {settings.bind_host}:{listener.port}, spool "
+            f"{settings.spool_dir}, allowed AEs: {', '.join(settings.allowed_ae_titles) or 'any'}",
+            file=sys.stderr,
+            flush=True,
+        )
         stop.wait()
     finally:
         listener.stop()

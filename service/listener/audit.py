@@ -20,12 +20,37 @@ from typing import Any
 
 LOGGER = logging.getLogger("parotid.listener.audit")
 
-ALLOWED_FIELDS = frozenset({
-    "assoc_id", "calling_ae", "called_ae", "peer_host", "peer_port", "outcome", "reason", "tls",
-    "n_stored", "n_refused", "statuses", "series_uids", "series_uid", "generation", "n_instances",
-    "job_id", "job_state", "existing_job", "error_code", "error", "destination", "attempt", "max_attempts",
-    "next_attempt_in_s", "rtstruct_sop_uid", "record", "duration_s",
-})
+ALLOWED_FIELDS = frozenset(
+    {
+        "assoc_id",
+        "calling_ae",
+        "called_ae",
+        "peer_host",
+        "peer_port",
+        "outcome",
+        "reason",
+        "tls",
+        "n_stored",
+        "n_refused",
+        "statuses",
+        "series_uids",
+        "series_uid",
+        "generation",
+        "n_instances",
+        "job_id",
+        "job_state",
+        "existing_job",
+        "error_code",
+        "error",
+        "destination",
+        "attempt",
+        "max_attempts",
+        "next_attempt_in_s",
+        "rtstruct_sop_uid",
+        "record",
+        "duration_s",
+    }
+)
 
 
 class AuditLog:

@@ -212,8 +212,14 @@ class DeliveryQueue:
             d.last_error = str(exc)[:500]
             self._failed(d)
             return
-        self.audit.record("delivered", job_id=d.job_id, series_uid=d.series_uid, destination=d.destination.label,
-                          attempt=d.attempt, rtstruct_sop_uid=sop_uid)
+        self.audit.record(
+            "delivered",
+            job_id=d.job_id,
+            series_uid=d.series_uid,
+            destination=d.destination.label,
+            attempt=d.attempt,
+            rtstruct_sop_uid=sop_uid,
+        )
         with self._cv:
             self._write(self.delivered_dir / f"{d.key}.json", d.to_json())
             (self.outbox / f"{d.key}.json").unlink(missing_ok=True)
@@ -231,14 +237,27 @@ class DeliveryQueue:
                 self._write(record, d.to_json())
                 (self.outbox / f"{d.key}.json").unlink(missing_ok=True)
                 self._queued.discard(d.key)
-            self.audit.record("dead_letter", job_id=d.job_id, series_uid=d.series_uid,
-                              destination=d.destination.label, attempt=d.attempt, error=d.last_error,
-                              record=str(record))
+            self.audit.record(
+                "dead_letter",
+                job_id=d.job_id,
+                series_uid=d.series_uid,
+                destination=d.destination.label,
+                attempt=d.attempt,
+                error=d.last_error,
+                record=str(record),
+            )
             return
         delay_s = min(self.backoff_s * 2 ** (d.attempt - 1), self.backoff_max_s)
-        self.audit.record("delivery_attempt", job_id=d.job_id, series_uid=d.series_uid,
-                          destination=d.destination.label, attempt=d.attempt, max_attempts=self.attempts,
-                          error=d.last_error, next_attempt_in_s=round(delay_s, 3))
+        self.audit.record(
+            "delivery_attempt",
+            job_id=d.job_id,
+            series_uid=d.series_uid,
+            destination=d.destination.label,
+            attempt=d.attempt,
+            max_attempts=self.attempts,
+            error=d.last_error,
+            next_attempt_in_s=round(delay_s, 3),
+        )
         with self._cv:
             self._write(self.outbox / f"{d.key}.json", d.to_json())
             self._queued.discard(d.key)

@@ -60,13 +60,23 @@ class Listener:
         root = Path(settings.spool_dir)
         self.spool = Spool(root, min_free_bytes=int(settings.min_free_disk_mb * 2**20))
         self.audit = AuditLog(root / "audit.jsonl")
-        self.tracker = SeriesTracker(settings.quiet_time_s, settings.release_grace_s, settings.partial_timeout_s,
-                                     settings.finished_retention_s, clock=clock)
+        self.tracker = SeriesTracker(
+            settings.quiet_time_s,
+            settings.release_grace_s,
+            settings.partial_timeout_s,
+            settings.finished_retention_s,
+            clock=clock,
+        )
         self.handlers = StorageHandlers(self.spool, self.tracker, self.audit)
         self.delivery = DeliveryQueue(
-            root, settings.ae_title, self.audit, attempts=settings.delivery_attempts,
-            backoff_s=settings.delivery_backoff_s, backoff_max_s=settings.delivery_backoff_max_s,
-            timeout_s=settings.delivery_timeout_s, workers=settings.delivery_workers,
+            root,
+            settings.ae_title,
+            self.audit,
+            attempts=settings.delivery_attempts,
+            backoff_s=settings.delivery_backoff_s,
+            backoff_max_s=settings.delivery_backoff_max_s,
+            timeout_s=settings.delivery_timeout_s,
+            workers=settings.delivery_workers,
         )
         self.active_dir = root / "active"
         self.active_dir.mkdir(parents=True, exist_ok=True)
@@ -138,17 +148,31 @@ class Listener:
 
     def _dispatch(self, r: ReadySeries) -> None:
         batch, n = self.spool.snapshot(r.series_uid, r.generation)
-        self.audit.record("series_ready", series_uid=r.series_uid, generation=r.generation, n_instances=n,
-                          calling_ae=r.origin.calling_ae, peer_host=r.origin.peer_host, reason=r.reason)
+        self.audit.record(
+            "series_ready",
+            series_uid=r.series_uid,
+            generation=r.generation,
+            n_instances=n,
+            calling_ae=r.origin.calling_ae,
+            peer_host=r.origin.peer_host,
+            reason=r.reason,
+        )
         try:
-            sub = self.jobs.submit(batch, series_uid=r.series_uid, model=self.settings.model,
-                                   owner=owner_for_ae(r.origin.calling_ae))
+            sub = self.jobs.submit(
+                batch, series_uid=r.series_uid, model=self.settings.model, owner=owner_for_ae(r.origin.calling_ae)
+            )
         except InputError as exc:
             if exc.code in ENVIRONMENT_ERRORS:  # the model store, not the series: try again once it is fixed
                 self._defer(r, str(exc.code), exc.message, 60.0)
                 return
-            self.audit.record("job_rejected", series_uid=r.series_uid, generation=r.generation,
-                              calling_ae=r.origin.calling_ae, error_code=str(exc.code), error=exc.message)
+            self.audit.record(
+                "job_rejected",
+                series_uid=r.series_uid,
+                generation=r.generation,
+                calling_ae=r.origin.calling_ae,
+                error_code=str(exc.code),
+                error=exc.message,
+            )
             return
         except SubmitLater as exc:
             self._defer(r, exc.code, exc.message, min(max(exc.retry_after_s, 1.0), 60.0))
@@ -159,16 +183,29 @@ class Listener:
         job = ActiveJob(sub.job_id, r.series_uid, r.origin.calling_ae, resolve_destination(self.settings, r.origin))
         self._active[job.job_id] = job
         self._save_active(job)
-        self.audit.record("job_submitted", series_uid=r.series_uid, generation=r.generation, n_instances=n,
-                          job_id=sub.job_id, existing_job=sub.existing, calling_ae=r.origin.calling_ae,
-                          destination=job.destination.label if job.destination else None)
+        self.audit.record(
+            "job_submitted",
+            series_uid=r.series_uid,
+            generation=r.generation,
+            n_instances=n,
+            job_id=sub.job_id,
+            existing_job=sub.existing,
+            calling_ae=r.origin.calling_ae,
+            destination=job.destination.label if job.destination else None,
+        )
         self._follow(job)
 
     def _defer(self, r: ReadySeries, code: str, message: str, delay_s: float) -> None:
         """Submit the series again after ``delay_s`` (from the spool, which still holds every instance)."""
         self._retry.append((self.clock() + delay_s, r))
-        self.audit.record("job_deferred", series_uid=r.series_uid, generation=r.generation, error_code=code,
-                          error=message, next_attempt_in_s=delay_s)
+        self.audit.record(
+            "job_deferred",
+            series_uid=r.series_uid,
+            generation=r.generation,
+            error_code=code,
+            error=message,
+            next_attempt_in_s=delay_s,
+        )
 
     def _follow(self, job: ActiveJob) -> None:
         view = self.jobs.poll(job.job_id)
@@ -176,8 +213,13 @@ class Listener:
             return
         self._active.pop(job.job_id, None)
         (self.active_dir / f"{job.job_id}.json").unlink(missing_ok=True)
-        self.audit.record("job_finished", job_id=job.job_id, series_uid=job.series_uid, job_state=view.state,
-                          error_code=view.error_code)
+        self.audit.record(
+            "job_finished",
+            job_id=job.job_id,
+            series_uid=job.series_uid,
+            job_state=view.state,
+            error_code=view.error_code,
+        )
         if view.state == "succeeded" and job.destination is not None and view.rtstruct_path is not None:
             self.delivery.enqueue(job.job_id, job.series_uid, view.rtstruct_path, job.destination)
 
@@ -225,5 +267,10 @@ class Listener:
 
     def idle(self) -> bool:
         """Nothing pending anywhere: no open association, no series waiting, no job followed, no delivery."""
-        return (self.handlers.open_associations() == 0 and self.tracker.counts()["series_pending"] == 0
-                and not self._active and not self._retry and self.delivery.pending() == 0)
+        return (
+            self.handlers.open_associations() == 0
+            and self.tracker.counts()["series_pending"] == 0
+            and not self._active
+            and not self._retry
+            and self.delivery.pending() == 0
+        )

@@ -145,16 +145,32 @@ class StorageHandlers:
     def on_established(self, event: evt.Event) -> None:
         a = event.assoc
         with self._lock:
-            rec = AssociationRecord(id(a), next(self._seq), a.requestor.ae_title.strip(), a.acceptor.ae_title.strip(),
-                                    a.requestor.address, a.requestor.port, _is_tls(a))
+            rec = AssociationRecord(
+                id(a),
+                next(self._seq),
+                a.requestor.ae_title.strip(),
+                a.acceptor.ae_title.strip(),
+                a.requestor.address,
+                a.requestor.port,
+                _is_tls(a),
+            )
             self._records[rec.assoc_id] = rec
 
     def on_rejected(self, event: evt.Event) -> None:
         a = event.assoc
         rq = a.requestor
-        self.audit.record("association", calling_ae=str(rq.ae_title).strip(), called_ae=_called_ae(a),
-                          peer_host=rq.address, peer_port=rq.port, outcome="rejected", reason=_reject_reason(a),
-                          n_stored=0, n_refused=0, series_uids=[])
+        self.audit.record(
+            "association",
+            calling_ae=str(rq.ae_title).strip(),
+            called_ae=_called_ae(a),
+            peer_host=rq.address,
+            peer_port=rq.port,
+            outcome="rejected",
+            reason=_reject_reason(a),
+            n_stored=0,
+            n_refused=0,
+            series_uids=[],
+        )
 
     def on_released(self, event: evt.Event) -> None:
         self._finish(id(event.assoc), "released")
@@ -174,10 +190,18 @@ class StorageHandlers:
         self.tracker.association_ended(assoc_id, released=outcome == "released")
         n_stored = rec.statuses.get(STATUS_SUCCESS, 0)
         self.audit.record(
-            "association", assoc_id=rec.seq, calling_ae=rec.calling_ae, called_ae=rec.called_ae,
-            peer_host=rec.peer_host, peer_port=rec.peer_port, tls=rec.tls, outcome=outcome, n_stored=n_stored,
+            "association",
+            assoc_id=rec.seq,
+            calling_ae=rec.calling_ae,
+            called_ae=rec.called_ae,
+            peer_host=rec.peer_host,
+            peer_port=rec.peer_port,
+            tls=rec.tls,
+            outcome=outcome,
+            n_stored=n_stored,
             n_refused=sum(rec.statuses.values()) - n_stored,
-            statuses={f"0x{k:04X}": v for k, v in sorted(rec.statuses.items())}, series_uids=sorted(rec.series_uids),
+            statuses={f"0x{k:04X}": v for k, v in sorted(rec.statuses.items())},
+            series_uids=sorted(rec.series_uids),
         )
 
     # --- DIMSE
@@ -226,20 +250,27 @@ class StorageHandlers:
             or modality != "CT"
             or not has_pixels
         ):
-            LOGGER.warning("C-STORE data set does not match CT Image Storage (SOP class/instance UID, series UID, "
-                           "modality or pixel data)")
+            LOGGER.warning(
+                "C-STORE data set does not match CT Image Storage (SOP class/instance UID, series UID, "
+                "modality or pixel data)"
+            )
             return STATUS_DATASET_MISMATCH, None
         if pixels_short:
-            LOGGER.warning("C-STORE data set refused: (7FE0,0010) Pixel Data is shorter than (0028,0010) Rows x "
-                           "(0028,0011) Columns x samples x frames x bytes per sample (truncated?)")
+            LOGGER.warning(
+                "C-STORE data set refused: (7FE0,0010) Pixel Data is shorter than (0028,0010) Rows x "
+                "(0028,0011) Columns x samples x frames x bytes per sample (truncated?)"
+            )
             return STATUS_DATASET_MISMATCH, None
         try:
             self.spool.store_instance(series_uid, sop_uid, data)
         except OSError as exc:
             LOGGER.error("spool write failed: %s", exc.strerror or type(exc).__name__)
             return STATUS_OUT_OF_RESOURCES, None
-        origin = rec.origin if rec is not None else Origin(event.assoc.requestor.ae_title.strip(),
-                                                             event.assoc.requestor.address)
+        origin = (
+            rec.origin
+            if rec is not None
+            else Origin(event.assoc.requestor.ae_title.strip(), event.assoc.requestor.address)
+        )
         self.tracker.instance_received(id(event.assoc), series_uid, sop_uid, origin)
         return STATUS_SUCCESS, series_uid
 

@@ -112,8 +112,10 @@ class ListenerSettings(BaseSettings):
         if dupes:
             raise ValueError(f"peers: AE title(s) listed more than once: {', '.join(dupes)}")
         if not self.peers and not self.allow_unknown_ae:
-            raise ValueError("no peers configured and allow_unknown_ae is false: every association would be "
-                             "rejected; list the calling AE titles in 'peers'")
+            raise ValueError(
+                "no peers configured and allow_unknown_ae is false: every association would be "
+                "rejected; list the calling AE titles in 'peers'"
+            )
         if self.delivery_backoff_max_s < self.delivery_backoff_s:
             raise ValueError("delivery_backoff_max_s must be >= delivery_backoff_s")
         return self

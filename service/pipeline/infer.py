@@ -63,6 +63,7 @@ def predict_probabilities(predict: PredictFn, x_zyx: np.ndarray, plan: Plan) -> 
 
 def mirror_channel_order(labels: tuple[str, ...]) -> list[int]:
     """Channel permutation that swaps left and right structures (``*_L`` <-> ``*_R``) after a mirror in x."""
+
     def partner(name: str) -> str:
         if name.endswith("_L"):
             return name[:-2] + "_R"

@@ -39,9 +39,7 @@ class CBAM3D(layers.Layer):
         mx = ops.max(x, axis=(1, 2, 3))
         ch = ops.sigmoid(self.mlp2(self.mlp1(avg)) + self.mlp2(self.mlp1(mx)))
         x = x * ops.reshape(ch, (-1, 1, 1, 1, ops.shape(ch)[-1]))
-        pooled = ops.concatenate(
-            [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
-        )
+        pooled = ops.concatenate([ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1)
         return x * ops.sigmoid(self.spatial(pooled))
 
     def compute_output_shape(self, input_shape):

@@ -25,9 +25,7 @@ def target_shape(shape_zyx: Sequence[int], spacing_in: Sequence[float], spacing_
     )
 
 
-def _resample(
-    array: np.ndarray, scale: Sequence[float], out_shape: Sequence[int], order: int
-) -> np.ndarray:
+def _resample(array: np.ndarray, scale: Sequence[float], out_shape: Sequence[int], order: int) -> np.ndarray:
     if all(abs(s - 1.0) < 1e-9 for s in scale) and tuple(out_shape) == array.shape:
         return array.copy()
     return ndimage.affine_transform(

@@ -79,21 +79,42 @@ def _centres_up(origin: float, spacing: float, sl: slice) -> np.ndarray:
 
 
 def _label(ax: Axes, left: str, right: str, top: str, bottom: str) -> None:
-    style: dict[str, Any] = {"color": "yellow", "fontsize": 11, "fontweight": "bold", "transform": ax.transAxes,
-             "bbox": {"facecolor": "black", "alpha": 0.6, "pad": 1.5, "edgecolor": "none"}}
+    style: dict[str, Any] = {
+        "color": "yellow",
+        "fontsize": 11,
+        "fontweight": "bold",
+        "transform": ax.transAxes,
+        "bbox": {"facecolor": "black", "alpha": 0.6, "pad": 1.5, "edgecolor": "none"},
+    }
     ax.text(0.02, 0.5, left, ha="left", va="center", **style)
     ax.text(0.98, 0.5, right, ha="right", va="center", **style)
     ax.text(0.5, 0.98, top, ha="center", va="top", **style)
     ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
 
 
-def _panel(ax: Axes, image: np.ndarray, h_range: tuple[float, float], v_range: tuple[float, float],
-           h_up: np.ndarray, v_up: np.ndarray, outlines: list[tuple[np.ndarray, str]], v_down: bool) -> None:
+def _panel(
+    ax: Axes,
+    image: np.ndarray,
+    h_range: tuple[float, float],
+    v_range: tuple[float, float],
+    h_up: np.ndarray,
+    v_up: np.ndarray,
+    outlines: list[tuple[np.ndarray, str]],
+    v_down: bool,
+) -> None:
     """Draw ``image`` (rows = vertical axis) and outlines; ``v_down``: row 0 at the top (axial), else bottom."""
     v_lo, v_hi = v_range
     extent = (h_range[0], h_range[1], v_hi, v_lo) if v_down else (h_range[0], h_range[1], v_lo, v_hi)
-    ax.imshow(image, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], extent=extent,
-              origin="upper" if v_down else "lower", interpolation="nearest", aspect="equal")
+    ax.imshow(
+        image,
+        cmap="gray",
+        vmin=WINDOW_HU[0],
+        vmax=WINDOW_HU[1],
+        extent=extent,
+        origin="upper" if v_down else "lower",
+        interpolation="nearest",
+        aspect="equal",
+    )
     for mask2d, colour in outlines:
         if mask2d.any():
             up = np.repeat(np.repeat(mask2d.astype(np.float32), _UPSAMPLE, axis=0), _UPSAMPLE, axis=1)
@@ -103,8 +124,15 @@ def _panel(ax: Axes, image: np.ndarray, h_range: tuple[float, float], v_range: t
     ax.tick_params(labelsize=7)
 
 
-def _draw_row(axes: list[Axes], ct: Volume, masks: dict[str, np.ndarray], colours: dict[str, str],
-              centre_kji: tuple[int, int, int], box: tuple[slice, slice, slice], row_name: str) -> None:
+def _draw_row(
+    axes: list[Axes],
+    ct: Volume,
+    masks: dict[str, np.ndarray],
+    colours: dict[str, str],
+    centre_kji: tuple[int, int, int],
+    box: tuple[slice, slice, slice],
+    row_name: str,
+) -> None:
     ck, cj, ci = centre_kji
     bz, by, bx = box
     sz, sy, sx = ct.spacing_mm_zyx
@@ -115,24 +143,48 @@ def _draw_row(axes: list[Axes], ct: Volume, masks: dict[str, np.ndarray], colour
     x_c, y_c, z_c = ox + ci * sx, oy + cj * sy, oz + ck * sz
 
     ax = axes[0]
-    _panel(ax, hu[ck, by, bx], x_rng, y_rng, x_up, y_up, [(m[ck, by, bx], colours[n]) for n, m in masks.items()],
-           v_down=True)
+    _panel(
+        ax,
+        hu[ck, by, bx],
+        x_rng,
+        y_rng,
+        x_up,
+        y_up,
+        [(m[ck, by, bx], colours[n]) for n, m in masks.items()],
+        v_down=True,
+    )
     _label(ax, "R", "L", "A", "P")
     ax.set_title(f"{row_name}: axial z = {z_c:.1f} mm", fontsize=9)
     ax.set_xlabel("x (mm)", fontsize=7)
     ax.set_ylabel("y (mm)", fontsize=7)
 
     ax = axes[1]
-    _panel(ax, hu[bz, cj, bx], x_rng, z_rng, x_up, z_up, [(m[bz, cj, bx], colours[n]) for n, m in masks.items()],
-           v_down=False)
+    _panel(
+        ax,
+        hu[bz, cj, bx],
+        x_rng,
+        z_rng,
+        x_up,
+        z_up,
+        [(m[bz, cj, bx], colours[n]) for n, m in masks.items()],
+        v_down=False,
+    )
     _label(ax, "R", "L", "S", "I")
     ax.set_title(f"coronal y = {y_c:.1f} mm", fontsize=9)
     ax.set_xlabel("x (mm)", fontsize=7)
     ax.set_ylabel("z (mm)", fontsize=7)
 
     ax = axes[2]
-    _panel(ax, hu[bz, by, ci], y_rng, z_rng, y_up, z_up, [(m[bz, by, ci], colours[n]) for n, m in masks.items()],
-           v_down=False)
+    _panel(
+        ax,
+        hu[bz, by, ci],
+        y_rng,
+        z_rng,
+        y_up,
+        z_up,
+        [(m[bz, by, ci], colours[n]) for n, m in masks.items()],
+        v_down=False,
+    )
     _label(ax, "A", "P", "S", "I")
     ax.set_title(f"sagittal x = {x_c:.1f} mm", fontsize=9)
     ax.set_xlabel("y (mm)", fontsize=7)
@@ -172,8 +224,12 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
     if handles:
         fig.legend(handles=handles, loc="outside upper right", fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"
-    fig.suptitle(f"{heading}\nsoft-tissue window W400/L40 · radiological view · research use, review every contour",
-                 fontsize=11, x=0.01, ha="left")
+    fig.suptitle(
+        f"{heading}\nsoft-tissue window W400/L40 · radiological view · research use, review every contour",
+        fontsize=11,
+        x=0.01,
+        ha="left",
+    )
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -174,6 +174,10 @@ def _input_summary(ct: Volume) -> InputSummary:
 _EDGE_NAMES = (("inferior", "superior"), ("anterior", "posterior"), ("right", "left"))  # low/high index per z, y, x
 
 
+def _xyz(v: np.ndarray) -> XYZ:
+    return (float(v[0]), float(v[1]), float(v[2]))
+
+
 def _gland_qa(ct: Volume, gland: GlandMask, th: QAThresholds, flags: list[QAFlag]) -> GlandQA:
     mask = np.asarray(gland.mask_zyx, dtype=bool)
     if mask.shape != ct.shape_zyx:
@@ -188,41 +192,75 @@ def _gland_qa(ct: Volume, gland: GlandMask, th: QAThresholds, flags: list[QAFlag
         raised.append(QAFlag(severity="fail", code="empty_gland", gland=name, message=f"{name} is empty"))
     else:
         kji = np.argwhere(mask)
-        centroid = tuple(float(v) for v in ct.index_to_lps(kji.mean(axis=0)))
-        lo = tuple(float(v) for v in ct.index_to_lps(kji.min(axis=0)))
-        hi = tuple(float(v) for v in ct.index_to_lps(kji.max(axis=0)))
+        centroid = _xyz(ct.index_to_lps(kji.mean(axis=0)))
+        lo = _xyz(ct.index_to_lps(kji.min(axis=0)))
+        hi = _xyz(ct.index_to_lps(kji.max(axis=0)))
         for axis, (low_name, high_name) in enumerate(_EDGE_NAMES):
             if kji[:, axis].min() == 0:
                 edges.append(low_name)
             if kji[:, axis].max() == mask.shape[axis] - 1:
                 edges.append(high_name)
         if not th.min_volume_cc <= volume <= th.max_volume_cc:
-            raised.append(QAFlag(severity="review", code="volume_out_of_range", gland=name,
-                                 message=f"{name} volume {volume:.1f} cc outside "
-                                         f"[{th.min_volume_cc:g}, {th.max_volume_cc:g}] cc"))
+            raised.append(
+                QAFlag(
+                    severity="review",
+                    code="volume_out_of_range",
+                    gland=name,
+                    message=f"{name} volume {volume:.1f} cc outside [{th.min_volume_cc:g}, {th.max_volume_cc:g}] cc",
+                )
+            )
         if gland.mean_probability < th.min_mean_probability:
-            raised.append(QAFlag(severity="review", code="low_mean_probability", gland=name,
-                                 message=f"{name} mean probability {gland.mean_probability:.2f} "
-                                         f"< {th.min_mean_probability:g}"))
+            raised.append(
+                QAFlag(
+                    severity="review",
+                    code="low_mean_probability",
+                    gland=name,
+                    message=f"{name} mean probability {gland.mean_probability:.2f} < {th.min_mean_probability:g}",
+                )
+            )
         if edges:
-            raised.append(QAFlag(severity="review", code="touches_fov_edge", gland=name,
-                                 message=f"{name} touches the {'/'.join(edges)} edge of the CT field of view "
-                                         "(may be cut off)"))
+            raised.append(
+                QAFlag(
+                    severity="review",
+                    code="touches_fov_edge",
+                    gland=name,
+                    message=f"{name} touches the {'/'.join(edges)} edge of the CT field of view (may be cut off)",
+                )
+            )
     if gland.components_before > th.max_components_before:
-        raised.append(QAFlag(severity="review", code="too_many_components", gland=name,
-                             message=f"{name} had {gland.components_before} connected components before clean-up "
-                                     f"(> {th.max_components_before})"))
+        raised.append(
+            QAFlag(
+                severity="review",
+                code="too_many_components",
+                gland=name,
+                message=f"{name} had {gland.components_before} connected components before clean-up "
+                f"(> {th.max_components_before})",
+            )
+        )
     if count and gland.largest_component_fraction < th.min_largest_component_fraction:
-        raised.append(QAFlag(severity="review", code="small_largest_component", gland=name,
-                             message=f"the kept component held only {100 * gland.largest_component_fraction:.0f}% "
-                                     f"of {name}'s voxels before clean-up"))
+        raised.append(
+            QAFlag(
+                severity="review",
+                code="small_largest_component",
+                gland=name,
+                message=f"the kept component held only {100 * gland.largest_component_fraction:.0f}% "
+                f"of {name}'s voxels before clean-up",
+            )
+        )
     flags.extend(raised)
     return GlandQA(
-        name=name, empty=count == 0, voxel_count=count, volume_cc=volume,
-        centroid_lps_mm=centroid, extent_min_lps_mm=lo, extent_max_lps_mm=hi,  # type: ignore[arg-type]
+        name=name,
+        empty=count == 0,
+        voxel_count=count,
+        volume_cc=volume,
+        centroid_lps_mm=centroid,
+        extent_min_lps_mm=lo,
+        extent_max_lps_mm=hi,
         components_before_cleanup=gland.components_before,
         largest_component_fraction=gland.largest_component_fraction,
-        mean_probability=gland.mean_probability, touches_fov_edge=bool(edges), fov_edges_touched=edges,
+        mean_probability=gland.mean_probability,
+        touches_fov_edge=bool(edges),
+        fov_edges_touched=edges,
         flags=[f.code for f in raised],
     )
 
@@ -238,15 +276,28 @@ def estimate_midline_x_mm(ct: Volume, z_range: tuple[int, int], body_threshold_h
     return float(ct.origin_lps[0] + float(np.median(i_idx)) * ct.spacing_mm_zyx[2])
 
 
-def _pair_qa(ct: Volume, left: GlandQA, right: GlandQA, masks: dict[str, np.ndarray], th: QAThresholds,
-             flags: list[QAFlag]) -> PairQA:
+def _pair_qa(
+    ct: Volume, left: GlandQA, right: GlandQA, masks: dict[str, np.ndarray], th: QAThresholds, flags: list[QAFlag]
+) -> PairQA:
     ratio = None if left.empty or right.empty else left.volume_cc / right.volume_cc
     if ratio is not None and not th.min_lr_volume_ratio <= ratio <= th.max_lr_volume_ratio:
-        flags.append(QAFlag(severity="review", code="lr_ratio_out_of_range",
-                            message=f"{left.name}/{right.name} volume ratio {ratio:.2f} outside "
-                                    f"[{th.min_lr_volume_ratio:g}, {th.max_lr_volume_ratio:g}]"))
-    lat = LateralityCheck(left=left.name, right=right.name, left_minus_right_x_mm=None, body_midline_x_mm=None,
-                          left_on_left_side=None, right_on_right_side=None, passed=None)
+        flags.append(
+            QAFlag(
+                severity="review",
+                code="lr_ratio_out_of_range",
+                message=f"{left.name}/{right.name} volume ratio {ratio:.2f} outside "
+                f"[{th.min_lr_volume_ratio:g}, {th.max_lr_volume_ratio:g}]",
+            )
+        )
+    lat = LateralityCheck(
+        left=left.name,
+        right=right.name,
+        left_minus_right_x_mm=None,
+        body_midline_x_mm=None,
+        left_on_left_side=None,
+        right_on_right_side=None,
+        passed=None,
+    )
     if left.centroid_lps_mm is None or right.centroid_lps_mm is None:
         return PairQA(left=left.name, right=right.name, lr_volume_ratio=ratio, laterality=lat)
     lat.left_minus_right_x_mm = left.centroid_lps_mm[0] - right.centroid_lps_mm[0]
@@ -254,25 +305,43 @@ def _pair_qa(ct: Volume, left: GlandQA, right: GlandQA, masks: dict[str, np.ndar
     midline = estimate_midline_x_mm(ct, (int(ks[0]), int(ks[-1])), th.body_threshold_hu)
     lat.passed = lat.left_minus_right_x_mm > 0
     if not lat.passed:
-        flags.append(QAFlag(severity="fail", code="laterality_swapped",
-                            message=f"{left.name} centroid x {left.centroid_lps_mm[0]:.1f} mm is not on the patient's "
-                                    f"left of {right.name} centroid x {right.centroid_lps_mm[0]:.1f} mm (LPS, +x = "
-                                    "patient's left)"))
+        flags.append(
+            QAFlag(
+                severity="fail",
+                code="laterality_swapped",
+                message=f"{left.name} centroid x {left.centroid_lps_mm[0]:.1f} mm is not on the patient's "
+                f"left of {right.name} centroid x {right.centroid_lps_mm[0]:.1f} mm (LPS, +x = "
+                "patient's left)",
+            )
+        )
     if midline is None:
-        flags.append(QAFlag(severity="review", code="midline_unavailable",
-                            message=f"no body (HU > {th.body_threshold_hu:g}) found on the gland slices: "
-                                    "side-of-midline check not done"))
+        flags.append(
+            QAFlag(
+                severity="review",
+                code="midline_unavailable",
+                message=f"no body (HU > {th.body_threshold_hu:g}) found on the gland slices: "
+                "side-of-midline check not done",
+            )
+        )
         return PairQA(left=left.name, right=right.name, lr_volume_ratio=ratio, laterality=lat)
     lat.body_midline_x_mm = midline
     lat.left_on_left_side = left.centroid_lps_mm[0] > midline
     lat.right_on_right_side = right.centroid_lps_mm[0] < midline
-    sides = ((left.name, left.centroid_lps_mm[0], lat.left_on_left_side, "left"),
-             (right.name, right.centroid_lps_mm[0], lat.right_on_right_side, "right"))
+    sides = (
+        (left.name, left.centroid_lps_mm[0], lat.left_on_left_side, "left"),
+        (right.name, right.centroid_lps_mm[0], lat.right_on_right_side, "right"),
+    )
     for name, x_mm, ok, side in sides:
         if not ok:
-            flags.append(QAFlag(severity="fail", code="wrong_side_of_midline", gland=name,
-                                message=f"{name} centroid x {x_mm:.1f} mm is not on the patient's {side} of the "
-                                        f"body midline x {midline:.1f} mm"))
+            flags.append(
+                QAFlag(
+                    severity="fail",
+                    code="wrong_side_of_midline",
+                    gland=name,
+                    message=f"{name} centroid x {x_mm:.1f} mm is not on the patient's {side} of the "
+                    f"body midline x {midline:.1f} mm",
+                )
+            )
     lat.passed = bool(lat.passed and lat.left_on_left_side and lat.right_on_right_side)
     return PairQA(left=left.name, right=right.name, lr_volume_ratio=ratio, laterality=lat)
 
@@ -291,17 +360,27 @@ def _compare(ct: Volume, gland: GlandMask, ref_name: str, ref: np.ndarray, volum
     ref_cc = metrics.volume_cc(ref, ct.spacing_mm_zyx)
     hd95, msd = metrics.surface_metrics_mm(gland.mask_zyx, ref, ct.spacing_mm_zyx)
     return ReferenceComparison(
-        reference_roi=ref_name, reference_volume_cc=ref_cc,
-        dice=_finite_or_none(metrics.dice(gland.mask_zyx, ref)), iou=_finite_or_none(metrics.iou(gland.mask_zyx, ref)),
-        hd95_mm=_finite_or_none(hd95), mean_surface_distance_mm=_finite_or_none(msd),
+        reference_roi=ref_name,
+        reference_volume_cc=ref_cc,
+        dice=_finite_or_none(metrics.dice(gland.mask_zyx, ref)),
+        iou=_finite_or_none(metrics.iou(gland.mask_zyx, ref)),
+        hd95_mm=_finite_or_none(hd95),
+        mean_surface_distance_mm=_finite_or_none(msd),
         volume_difference_cc=volume - ref_cc,
         volume_difference_pct=100.0 * (volume - ref_cc) / ref_cc if ref_cc > 0 else None,
     )
 
 
-def build_qa(ct: Volume, glands: dict[str, GlandMask], *, model_name: str, model_version: str,
-             stage_times_s: dict[str, float], reference: dict[str, np.ndarray] | None = None,
-             thresholds: QAThresholds | None = None) -> QAReport:
+def build_qa(
+    ct: Volume,
+    glands: dict[str, GlandMask],
+    *,
+    model_name: str,
+    model_version: str,
+    stage_times_s: dict[str, float],
+    reference: dict[str, np.ndarray] | None = None,
+    thresholds: QAThresholds | None = None,
+) -> QAReport:
     """Build the QA report for the glands segmented on ``ct`` (all masks on the CT grid, canonical LPS order).
 
     ``reference`` maps ROI name -> mask on the CT grid; each gland is compared with the ROI of the same name
@@ -332,10 +411,15 @@ def build_qa(ct: Volume, glands: dict[str, GlandMask], *, model_name: str, model
             status = f.severity
     return QAReport(
         generated_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-        input=_input_summary(ct), model=ModelInfo(name=model_name, version=model_version),
-        glands=gland_qa, pairs=pairs, status=status,
-        reasons=sorted(flags, key=lambda f: -_SEVERITY_RANK[f.severity]), notes=notes,
-        stage_times_s={k: float(v) for k, v in stage_times_s.items()}, thresholds=th,
+        input=_input_summary(ct),
+        model=ModelInfo(name=model_name, version=model_version),
+        glands=gland_qa,
+        pairs=pairs,
+        status=status,
+        reasons=sorted(flags, key=lambda f: -_SEVERITY_RANK[f.severity]),
+        notes=notes,
+        stage_times_s={k: float(v) for k, v in stage_times_s.items()},
+        thresholds=th,
     )
 
 

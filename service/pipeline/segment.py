@@ -66,8 +66,9 @@ def run_segmentation(
     ct = timer.run("read", 0.05, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
     ref_masks = None
     if reference is not None:
-        ref_masks = timer.run("read_reference", 0.1, read_rtstruct_masks, reference, ct,
-                              list(loaded.plan.labels[1:]), require_all=False)
+        ref_masks = timer.run(
+            "read_reference", 0.1, read_rtstruct_masks, reference, ct, list(loaded.plan.labels[1:]), require_all=False
+        )
     t0 = time.perf_counter()
     if progress:
         progress("preprocess", 0.15)
@@ -78,8 +79,15 @@ def run_segmentation(
         "resample_back", 0.75, probabilities_to_ct_grid, probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx
     )
     glands = timer.run("postprocess", 0.8, postprocess, probs, loaded.plan.labels)
-    qa = build_qa(ct, glands, model_name=ref.name, model_version=ref.version, stage_times_s=timer.times,
-                  reference=ref_masks, thresholds=thresholds)
+    qa = build_qa(
+        ct,
+        glands,
+        model_name=ref.name,
+        model_version=ref.version,
+        stage_times_s=timer.times,
+        reference=ref_masks,
+        thresholds=thresholds,
+    )
     return SegmentationResult(ct, glands, qa, loaded, timer.times)
 
 
@@ -142,8 +150,15 @@ def segment_series(
     progress: Progress | None = None,
 ) -> QAReport:
     """Segment one CT series and write the RTSTRUCT (and QA JSON / preview PNG when paths are given)."""
-    result = run_segmentation(inputs, model=model, reference=reference, series_uid=series_uid, store=store,
-                              thresholds=thresholds, progress=progress)
+    result = run_segmentation(
+        inputs,
+        model=model,
+        reference=reference,
+        series_uid=series_uid,
+        store=store,
+        thresholds=thresholds,
+        progress=progress,
+    )
     qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress)
     if progress:
         progress("done", 1.0)

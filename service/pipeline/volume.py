@@ -56,9 +56,7 @@ class Volume:
         kji = np.asarray(kji, dtype=np.float64)
         sz, sy, sx = self.spacing_mm_zyx
         ox, oy, oz = self.origin_lps
-        return np.stack(
-            [ox + kji[..., 2] * sx, oy + kji[..., 1] * sy, oz + kji[..., 0] * sz], axis=-1
-        )
+        return np.stack([ox + kji[..., 2] * sx, oy + kji[..., 1] * sy, oz + kji[..., 0] * sz], axis=-1)
 
     def with_array(self, array_zyx: np.ndarray) -> Volume:
         """Same grid and provenance, another array (e.g. a mask)."""

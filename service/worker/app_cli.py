@@ -19,8 +19,12 @@ from service.config import ConfigError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pool", choices=["prefork", "solo"], default="prefork",
-                        help="prefork: one child process, time limits enforced (default); solo: in-process")
+    parser.add_argument(
+        "--pool",
+        choices=["prefork", "solo"],
+        default="prefork",
+        help="prefork: one child process, time limits enforced (default); solo: in-process",
+    )
     parser.add_argument("--hostname", help="Celery node name (default parotid-<pid>@%%h: unique per process)")
 
 
@@ -28,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args)
         if not settings.celery_mode:
-            raise ConfigError("PAROTID_BROKER_URL is not set: a worker needs redis://...; without a broker, "
-                              "'parotid-seg serve' runs jobs itself")
+            raise ConfigError(
+                "PAROTID_BROKER_URL is not set: a worker needs redis://...; without a broker, "
+                "'parotid-seg serve' runs jobs itself"
+            )
         from service.jobs.store import JobStore
         from service.worker.celery_app import create_celery
 

@@ -72,14 +72,23 @@ def _run_locked(
         log.info("job %s: already %s, delivery ignored", job_id, record.state)
         return None
     if record.attempts >= settings.max_attempts:
-        store.fail(job_id, JobFailure.WORKER_LOST,
-                   f"the job was started {record.attempts} time(s) and its worker stopped each time before it "
-                   "finished (killed, out of memory, or the machine stopped); it is not retried again")
+        store.fail(
+            job_id,
+            JobFailure.WORKER_LOST,
+            f"the job was started {record.attempts} time(s) and its worker stopped each time before it "
+            "finished (killed, out of memory, or the machine stopped); it is not retried again",
+        )
         store.remove_inputs(job_id)
         log.error("job %s: failed WORKER_LOST after %d attempts", job_id, record.attempts)
         return JobState.FAILED
-    record = store.update(job_id, state=JobState.RUNNING, attempts=record.attempts + 1, started_at=utc_now(),
-                          progress=0.0, stage="starting")
+    record = store.update(
+        job_id,
+        state=JobState.RUNNING,
+        attempts=record.attempts + 1,
+        started_at=utc_now(),
+        progress=0.0,
+        stage="starting",
+    )
     log.info("job %s: started (attempt %d of %d)", job_id, record.attempts, settings.max_attempts)
     folder = store.job_path(job_id)
     try:
@@ -101,19 +110,35 @@ def _run_locked(
     except InputError as exc:
         return _finish_failed(store, job_id, str(exc.code), describe_paths(exc.message, folder))
     except timeout_exceptions:
-        return _finish_failed(store, job_id, JobFailure.TIMEOUT,
-                              f"the job ran longer than the time limit of {settings.job_time_limit_s} s")
+        return _finish_failed(
+            store,
+            job_id,
+            JobFailure.TIMEOUT,
+            f"the job ran longer than the time limit of {settings.job_time_limit_s} s",
+        )
     except Exception as exc:
         if not store.exists(job_id):
             raise JobNotFound(job_id) from None
         frames = "".join(traceback.format_tb(exc.__traceback__))  # no exception text: it may quote input values
         log.error("job %s: unexpected %s\n%s", job_id, type(exc).__name__, frames)
-        return _finish_failed(store, job_id, JobFailure.INTERNAL_ERROR,
-                              f"unexpected {type(exc).__name__} in the worker; the worker log has the details "
-                              f"(job {job_id})")
+        return _finish_failed(
+            store,
+            job_id,
+            JobFailure.INTERNAL_ERROR,
+            f"unexpected {type(exc).__name__} in the worker; the worker log has the details (job {job_id})",
+        )
     times = {k: float(v) for k, v in qa.stage_times_s.items()}
-    store.update(job_id, state=JobState.SUCCEEDED, progress=1.0, stage="done", finished_at=utc_now(),
-                 qa_status=qa.status, stage_times_s=times, completions=record.completions + 1, error=None)
+    store.update(
+        job_id,
+        state=JobState.SUCCEEDED,
+        progress=1.0,
+        stage="done",
+        finished_at=utc_now(),
+        qa_status=qa.status,
+        stage_times_s=times,
+        completions=record.completions + 1,
+        error=None,
+    )
     store.remove_inputs(job_id)
     record_stage_times(store.stats_dir, times)
     log.info("job %s: succeeded, QA %s", job_id, qa.status)

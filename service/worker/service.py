@@ -133,8 +133,13 @@ class JobService:
                 log.info("job %s: same series and model submitted again, existing job returned", existing.id)
                 return SubmitResult(existing, created=False)
             record = JobRecord(
-                id=uuid.uuid4().hex, owner=owner, model=ref.spec, series_instance_uid=check.series_instance_uid,
-                idempotency_key=key, n_files=check.n_files, has_reference=ref_digest is not None,
+                id=uuid.uuid4().hex,
+                owner=owner,
+                model=ref.spec,
+                series_instance_uid=check.series_instance_uid,
+                idempotency_key=key,
+                n_files=check.n_files,
+                has_reference=ref_digest is not None,
                 dispatcher="celery" if self.settings.celery_mode else "embedded",
             )
             self.store.create_from_staging(staging, record)

@@ -12,8 +12,9 @@ ALL_OUTPUTS = sorted([PREVIEW_FILE, QA_FILE, RTSTRUCT_FILE])
 def store_leftovers(root: Path) -> list[str]:
     """Temporary or partial files anywhere in the job store, any ``.upload/`` folder (where upload parts arrive: it
     is removed once the upload is consumed) or anything in one, and anything left in staging/."""
-    odd = [p for p in root.rglob("*") if p.name.endswith((".partial", ".tmp"))
-           or ".upload" in p.parts[len(root.parts):]]
+    odd = [
+        p for p in root.rglob("*") if p.name.endswith((".partial", ".tmp")) or ".upload" in p.parts[len(root.parts) :]
+    ]
     odd += list((root / "staging").iterdir())
     return sorted(str(p.relative_to(root)) for p in odd)
 

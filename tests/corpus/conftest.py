@@ -37,8 +37,12 @@ def corpus_client(tmp_path_factory: pytest.TempPathFactory, corpus_model_store: 
     from service.api.app import create_app
     from tests.service.conftest import make_settings
 
-    settings = make_settings(tmp_path_factory.mktemp("corpus_jobs"), corpus_model_store,
-                             max_upload_bytes=MAX_UPLOAD_BYTES, max_upload_files=MAX_UPLOAD_FILES,
-                             zip_max_ratio=ZIP_MAX_RATIO)
+    settings = make_settings(
+        tmp_path_factory.mktemp("corpus_jobs"),
+        corpus_model_store,
+        max_upload_bytes=MAX_UPLOAD_BYTES,
+        max_upload_files=MAX_UPLOAD_FILES,
+        zip_max_ratio=ZIP_MAX_RATIO,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client

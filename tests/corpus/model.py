@@ -75,8 +75,9 @@ class DicomExpect:
 
 def _outcome_label(outcome: str) -> str:
     kind, _, code = outcome.partition(":")
-    return {"succeeded": "job succeeded", "failed": f"job failed `{code}`",
-            "rejected": f"`job_rejected` `{code}`"}[kind]
+    return {"succeeded": "job succeeded", "failed": f"job failed `{code}`", "rejected": f"`job_rejected` `{code}`"}[
+        kind
+    ]
 
 
 @dataclass
@@ -97,14 +98,20 @@ class Case:
 
 def markdown_table(cases: list[Case]) -> str:
     """The corpus as a Markdown table (case, input, HTTP result, DICOM result)."""
-    lines = ["| # | case | input | HTTP (`POST /v1/jobs`) | DICOM (C-STORE to the listener) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| # | case | input | HTTP (`POST /v1/jobs`) | DICOM (C-STORE to the listener) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for n, c in enumerate(cases, 1):
         dicom = c.dicom_expect.label() if c.dicom_expect else f"n/a: {c.dicom_na}"
         gap = f" **(gap {n})**" if c.gap else ""
         lines.append(f"| {n} | `{c.name}` | {c.what}{gap} | {c.http_expect.label()} | {dicom} |")
     gaps = [f"- gap {n}, `{c.name}`: {c.gap}" for n, c in enumerate(cases, 1) if c.gap]
     if gaps:
-        lines += ["", "Known gaps (the tests assert today's behaviour, so fixing one means updating its case):", "",
-                  *gaps]
+        lines += [
+            "",
+            "Known gaps (the tests assert today's behaviour, so fixing one means updating its case):",
+            "",
+            *gaps,
+        ]
     return "\n".join(lines) + "\n"

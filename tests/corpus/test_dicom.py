@@ -100,11 +100,20 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Case],
     from service.worker.service import JobService
 
     root = tmp_path_factory.mktemp("corpus_dicom")
-    jobs = JobService.from_settings(Settings(job_dir=root / "jobs", model_store=corpus_model_store, broker_url=None,
-                                             min_free_disk_bytes=0))
-    settings = load_settings(spool_dir=root / "spool", port=0, bind_host="127.0.0.1", quiet_time_s=5.0,
-                             release_grace_s=0.2, poll_interval_s=0.2, network_timeout_s=10.0, min_free_disk_mb=0,
-                             peers=[{"ae_title": "SCANNER", "return_mode": "none"}])
+    jobs = JobService.from_settings(
+        Settings(job_dir=root / "jobs", model_store=corpus_model_store, broker_url=None, min_free_disk_bytes=0)
+    )
+    settings = load_settings(
+        spool_dir=root / "spool",
+        port=0,
+        bind_host="127.0.0.1",
+        quiet_time_s=5.0,
+        release_grace_s=0.2,
+        poll_interval_s=0.2,
+        network_timeout_s=10.0,
+        min_free_disk_mb=0,
+        peers=[{"ae_title": "SCANNER", "return_mode": "none"}],
+    )
     listener = Listener(settings, ServiceJobBackend(jobs)).start(port=0)
     try:
         observed: dict[str, Observed] = {}

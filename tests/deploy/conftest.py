@@ -88,13 +88,15 @@ def compose_env(env_file: Path = ENV_EXAMPLE) -> dict[str, str]:
     return env
 
 
-def run_compose(binary: str, *args: str, files: tuple[Path, ...] = (COMPOSE_FILE,),
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_compose(
+    binary: str, *args: str, files: tuple[Path, ...] = (COMPOSE_FILE,), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     cmd = [binary]
     for f in files:
         cmd += ["-f", str(f)]
-    return subprocess.run([*cmd, *args], cwd=REPO, env=env or compose_env(), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [*cmd, *args], cwd=REPO, env=env or compose_env(), capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="session")

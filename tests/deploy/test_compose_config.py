@@ -50,8 +50,12 @@ def example_files(example: Path) -> tuple[Path, ...]:
 
 def example_env() -> dict[str, str]:
     # TEST-NET-1 addresses: only interpolated, never contacted
-    return {**compose_env(), "PAROTID_NFS_SERVER": "192.0.2.10", "PAROTID_REDIS_PUBLISH": "192.0.2.11:6379",
-            "PAROTID_REDIS_PASSWORD": "example-password"}
+    return {
+        **compose_env(),
+        "PAROTID_NFS_SERVER": "192.0.2.10",
+        "PAROTID_REDIS_PUBLISH": "192.0.2.11:6379",
+        "PAROTID_REDIS_PASSWORD": "example-password",
+    }
 
 
 @pytest.mark.parametrize("implementation", ["v1", "v2"])
@@ -63,8 +67,12 @@ def test_override_examples_validate(implementation: str, example: Path) -> None:
 
 
 def test_examples_exist() -> None:
-    assert {p.name for p in EXAMPLES} >= {"compose.multi-gpu.example.yml", "compose.worker-host.example.yml",
-                                          "compose.nfs.example.yml", "compose.redis-remote.example.yml"}
+    assert {p.name for p in EXAMPLES} >= {
+        "compose.multi-gpu.example.yml",
+        "compose.worker-host.example.yml",
+        "compose.nfs.example.yml",
+        "compose.redis-remote.example.yml",
+    }
 
 
 def _resolved(files: tuple[Path, ...]) -> dict:
@@ -126,8 +134,11 @@ def test_redis_is_configured_as_a_broker(resolved_compose: dict) -> None:
     conf_mount = next(v for v in redis["volumes"] if v.endswith(":ro") and "redis.conf" in v)
     host_path, container_path, _ = conf_mount.rsplit(":", 2)
     assert redis["command"] == ["redis-server", container_path]
-    conf = dict(line.split(None, 1) for line in Path(host_path).read_text().splitlines()
-                if line.strip() and not line.startswith("#"))
+    conf = dict(
+        line.split(None, 1)
+        for line in Path(host_path).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     assert conf["appendonly"] == "yes"
     assert conf["maxmemory-policy"] == "noeviction"
     assert conf["dir"] == "/data"

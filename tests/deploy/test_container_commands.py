@@ -58,7 +58,7 @@ class Host:
     def path(self, value: str) -> str:
         for inside, outside in (("/app", REPO), ("/data", self.root / "data"), ("/home/parotid", self.root / "home")):
             if value == inside or value.startswith(inside + "/"):
-                return str(outside) + value[len(inside):]
+                return str(outside) + value[len(inside) :]
         return value
 
     def to_host(self, env: dict[str, str]) -> dict[str, str]:
@@ -110,8 +110,9 @@ class Service:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.argv, self.env, self.log = argv, env, log
         self._fh = log.open("wb")
-        self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=self._fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=REPO, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -125,8 +126,10 @@ class Service:
             if res.returncode == 0:
                 return res
             if time.monotonic() > end:
-                pytest.fail(f"{health} still failing after {START_TIMEOUT_S} s: {res.stdout}{res.stderr}\n"
-                            f"service output:\n{self.output()}")
+                pytest.fail(
+                    f"{health} still failing after {START_TIMEOUT_S} s: {res.stdout}{res.stderr}\n"
+                    f"service output:\n{self.output()}"
+                )
             time.sleep(1.0)
 
     def stop(self) -> int:
@@ -163,12 +166,15 @@ def stack(resolved_compose: dict, tmp_path_factory: pytest.TempPathFactory) -> I
     conf_inside = svc["command"][1]
     conf_text = Path(mounts[conf_inside]).read_text()
     conf = root / "redis.conf"
-    conf.write_text("\n".join(f"dir {host.path(ln.split()[1])}" if ln.startswith("dir ") else ln
-                              for ln in conf_text.splitlines()) + "\n")
+    conf.write_text(
+        "\n".join(f"dir {host.path(ln.split()[1])}" if ln.startswith("dir ") else ln for ln in conf_text.splitlines())
+        + "\n"
+    )
     argv = [svc["command"][0], str(conf), "--port", str(host.redis_port), "--bind", "127.0.0.1"]
     redis = Service(argv, {"PATH": os.environ["PATH"]}, root / "redis.log")
-    health = [a.replace("redis-cli", f"redis-cli -p {host.redis_port}") for a in health_argv(resolved_compose,
-                                                                                             "redis", host)]
+    health = [
+        a.replace("redis-cli", f"redis-cli -p {host.redis_port}") for a in health_argv(resolved_compose, "redis", host)
+    ]
     try:
         redis.wait_healthy(health)
         yield resolved_compose, host
@@ -211,8 +217,9 @@ def test_gpu_worker_refuses_without_gpu(stack: tuple[dict, Host], tmp_path: Path
     message that says what to check, before any job is taken."""
     resolved, host = stack
     env = {**service_env(resolved, "worker", host), "PAROTID_REQUIRE_GPU": "1", "CUDA_VISIBLE_DEVICES": ""}
-    res = subprocess.run(service_argv(resolved, "worker", host), env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=180)
+    res = subprocess.run(
+        service_argv(resolved, "worker", host), env=env, cwd=REPO, capture_output=True, text=True, timeout=180
+    )
     assert res.returncode == 3, res.stderr[-3000:]
     assert "error[NO_GPU]" in res.stderr and "container toolkit" in res.stderr
 
@@ -227,7 +234,8 @@ def test_unwritable_data_volume_is_refused(stack: tuple[dict, Host], name: str) 
     blocker.write_text("")
     key = "PAROTID_JOB_DIR" if name == "api" else "PAROTID_LISTENER_SPOOL_DIR"
     env = {**service_env(resolved, name, host), key: str(blocker / "sub")}
-    res = subprocess.run(service_argv(resolved, name, host), env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        service_argv(resolved, name, host), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2, res.stderr
     assert f"error[CONFIG]: {key}={blocker / 'sub'} is not a writable directory" in res.stderr

@@ -56,8 +56,9 @@ def test_layers_user_and_health(path: Path) -> None:
     # the dependency layer: installed from pyproject.toml and the pins only, before any source is copied
     first_copy = df.index("COPY")
     assert copies[0].split()[:-1] == ["pyproject.toml", "docker/requirements.py", "docker/constraints.txt"]
-    install = next(i for i, (kw, args) in enumerate(df.instructions)
-                   if kw == "RUN" and "-r /tmp/build/requirements.txt" in args)
+    install = next(
+        i for i, (kw, args) in enumerate(df.instructions) if kw == "RUN" and "-r /tmp/build/requirements.txt" in args
+    )
     source = df.index("COPY", "service/")
     assert first_copy < install < source
     assert "-c /tmp/build/constraints.txt" in df.instructions[install][1]
@@ -100,8 +101,9 @@ def _dockerignore_excludes(rel: str, patterns: list[str]) -> bool:
 
 
 def test_build_context() -> None:
-    patterns = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
-                if ln.strip() and not ln.startswith("#")]
+    patterns = [
+        ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     for path in DOCKERFILES:
         for args in Dockerfile.read(path).all("COPY"):
             for src in args.split()[:-1]:
@@ -111,9 +113,17 @@ def test_build_context() -> None:
                 assert not _dockerignore_excludes(src.rstrip("/"), patterns), f"{src} is excluded by .dockerignore"
     for kept in ["service/config.py", "model_store/x/1/model.keras", "docker/entrypoint.sh", "pyproject.toml"]:
         assert not _dockerignore_excludes(kept, patterns), kept
-    for left_out in [".venv/bin/python", ".git/HEAD", "var/jobs/a/job.json", "runs/x/ckpt.keras", "tests/conftest.py",
-                     "training/train.py", ".cache/openkbp/x.npz", "service/__pycache__/cli.cpython-311.pyc",
-                     "deploy/parotid.env"]:
+    for left_out in [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "var/jobs/a/job.json",
+        "runs/x/ckpt.keras",
+        "tests/conftest.py",
+        "training/train.py",
+        ".cache/openkbp/x.npz",
+        "service/__pycache__/cli.cpython-311.pyc",
+        "deploy/parotid.env",
+    ]:
         assert _dockerignore_excludes(left_out, patterns), left_out
     assert fnmatch.fnmatch("x", patterns[0]), "the context is a whitelist (first pattern '*')"
 
@@ -172,12 +182,15 @@ def test_verify_bundles_on_the_repository_store() -> None:
     assert check_store(REPO / "model_store")
 
 
-@pytest.mark.parametrize(("cmdline", "role"), [
-    (b"/app/docker/entrypoint.sh\0serve\0", "api"),
-    (b"/sbin/docker-init\0--\0/app/docker/entrypoint.sh\0worker\0", "worker"),
-    (b"/usr/local/bin/python3\0/usr/local/bin/parotid-seg\0listen\0--log-level\0INFO\0", "listener"),
-    (b"/app/docker/entrypoint.sh\0models\0list\0", None),
-])
+@pytest.mark.parametrize(
+    ("cmdline", "role"),
+    [
+        (b"/app/docker/entrypoint.sh\0serve\0", "api"),
+        (b"/sbin/docker-init\0--\0/app/docker/entrypoint.sh\0worker\0", "worker"),
+        (b"/usr/local/bin/python3\0/usr/local/bin/parotid-seg\0listen\0--log-level\0INFO\0", "listener"),
+        (b"/app/docker/entrypoint.sh\0models\0list\0", None),
+    ],
+)
 def test_healthcheck_role_from_pid1(tmp_path: Path, cmdline: bytes, role: str | None) -> None:
     (tmp_path / "cmdline").write_bytes(cmdline)
     assert role_of_pid1(tmp_path / "cmdline") == role

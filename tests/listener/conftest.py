@@ -67,8 +67,11 @@ class StoreSCP:
     def start(self) -> StoreSCP:
         exe = require_tool("storescp")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([exe, "-aet", self.ae_title, "-od", str(self.out_dir), str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [exe, "-aet", self.ae_title, "-od", str(self.out_dir), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(self._listening, 10, f"storescp on port {self.port}")
         return self
 
@@ -149,9 +152,16 @@ def start_listener(tmp_path: Path, job_service: Any) -> Iterator[Callable[..., A
 
     def start(**overrides: Any):
         values: dict[str, Any] = {
-            "spool_dir": tmp_path / f"spool{len(started)}", "port": 0, "bind_host": "127.0.0.1",
-            "quiet_time_s": 1.0, "release_grace_s": 0.3, "poll_interval_s": 0.2, "delivery_backoff_s": 0.5,
-            "delivery_backoff_max_s": 4.0, "delivery_timeout_s": 5.0, "network_timeout_s": 10.0,
+            "spool_dir": tmp_path / f"spool{len(started)}",
+            "port": 0,
+            "bind_host": "127.0.0.1",
+            "quiet_time_s": 1.0,
+            "release_grace_s": 0.3,
+            "poll_interval_s": 0.2,
+            "delivery_backoff_s": 0.5,
+            "delivery_backoff_max_s": 4.0,
+            "delivery_timeout_s": 5.0,
+            "network_timeout_s": 10.0,
             "peers": [{"ae_title": SCANNER_AE, "return_mode": "none"}],
         }
         values.update(overrides)

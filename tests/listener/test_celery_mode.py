@@ -18,8 +18,9 @@ from tests.listener.conftest import SCANNER_AE, audit, storescu, wait_for
 from tests.service.conftest import SESSION_QUEUE, clean_env, require_redis
 
 
-def test_listener_in_celery_mode_with_a_worker_subprocess(tmp_path: Path, model_store: Path, make_series,
-                                                           storescp_factory):
+def test_listener_in_celery_mode_with_a_worker_subprocess(
+    tmp_path: Path, model_store: Path, make_series, storescp_factory
+):
     from service.config import Settings
     from service.listener.jobs import ServiceJobBackend
     from service.listener.listener import Listener
@@ -29,21 +30,33 @@ def test_listener_in_celery_mode_with_a_worker_subprocess(tmp_path: Path, model_
     url = require_redis()
     queue = f"{SESSION_QUEUE}-listener-{uuid.uuid4().hex[:6]}"
     job_dir = tmp_path / "jobs"
-    env = clean_env() | {"PAROTID_BROKER_URL": url, "PAROTID_QUEUE_NAME": queue, "PAROTID_JOB_DIR": str(job_dir),
-                         "PAROTID_MODEL_STORE": str(model_store), "PYTHONUNBUFFERED": "1"}
+    env = clean_env() | {
+        "PAROTID_BROKER_URL": url,
+        "PAROTID_QUEUE_NAME": queue,
+        "PAROTID_JOB_DIR": str(job_dir),
+        "PAROTID_MODEL_STORE": str(model_store),
+        "PYTHONUNBUFFERED": "1",
+    }
     script = Path(sys.executable).with_name("parotid-seg")
     cli = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
     log_path = tmp_path / "worker.log"
     with open(log_path, "ab") as log:
-        worker = subprocess.Popen([*cli, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    service = JobService.from_settings(Settings(job_dir=job_dir, model_store=model_store, broker_url=url,
-                                                queue_name=queue))
+        worker = subprocess.Popen(
+            [*cli, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    service = JobService.from_settings(
+        Settings(job_dir=job_dir, model_store=model_store, broker_url=url, queue_name=queue)
+    )
     tps = storescp_factory("TPS")
-    settings = load_settings(spool_dir=tmp_path / "spool", port=0, bind_host="127.0.0.1", quiet_time_s=1.0,
-                             release_grace_s=0.3, poll_interval_s=0.2,
-                             peers=[{"ae_title": SCANNER_AE, "return_mode": "sender", "return_port": tps.port,
-                                     "return_ae_title": "TPS"}])
+    settings = load_settings(
+        spool_dir=tmp_path / "spool",
+        port=0,
+        bind_host="127.0.0.1",
+        quiet_time_s=1.0,
+        release_grace_s=0.3,
+        poll_interval_s=0.2,
+        peers=[{"ae_title": SCANNER_AE, "return_mode": "sender", "return_port": tps.port, "return_ae_title": "TPS"}],
+    )
     listener = Listener(settings, ServiceJobBackend(service)).start(port=0)
     try:
         series = make_series()

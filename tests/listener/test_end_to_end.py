@@ -44,8 +44,9 @@ def sender_peer(ae: str, port: int, return_ae: str) -> dict:
     return {"ae_title": ae, "return_mode": "sender", "return_port": port, "return_ae_title": return_ae}
 
 
-def test_storescu_series_comes_back_as_rtstruct_at_storescp(start_listener, storescp_factory, make_series,
-                                                            job_service, caplog):
+def test_storescu_series_comes_back_as_rtstruct_at_storescp(
+    start_listener, storescp_factory, make_series, job_service, caplog
+):
     caplog.set_level(logging.INFO)
     tps = storescp_factory("TPS")
     # quiet time far away: completion must come from the association release
@@ -131,12 +132,17 @@ def test_destination_down_then_up_is_delivered_after_retry_without_blocking_othe
     up = storescp_factory("TPS_B")
     listener = start_listener(
         peers=[sender_peer("SITE_A", down.port, "TPS_A"), sender_peer("SITE_B", up.port, "TPS_B")],
-        delivery_attempts=10, delivery_backoff_s=0.5, delivery_backoff_max_s=2.0,
+        delivery_attempts=10,
+        delivery_backoff_s=0.5,
+        delivery_backoff_max_s=2.0,
     )
     series_a, series_b = make_series(), make_series()
     assert storescu(listener.port, series_a.files, calling_ae="SITE_A").returncode == 0
-    wait_for(lambda: [r for r in audit(listener, "delivery_attempt") if r["series_uid"] == series_a.series_uid],
-             120, "a failed delivery to the destination that is down")
+    wait_for(
+        lambda: [r for r in audit(listener, "delivery_attempt") if r["series_uid"] == series_a.series_uid],
+        120,
+        "a failed delivery to the destination that is down",
+    )
     assert storescu(listener.port, series_b.files, calling_ae="SITE_B").returncode == 0
 
     (rs_b,) = wait_for(up.received, 120, "site B's RTSTRUCT while site A is still down")
@@ -155,8 +161,12 @@ def test_destination_down_then_up_is_delivered_after_retry_without_blocking_othe
 
 def test_dead_letter_record_after_the_last_attempt(start_listener, make_series):
     closed_port = free_port()
-    listener = start_listener(peers=[sender_peer(SCANNER_AE, closed_port, "TPS")], delivery_attempts=3,
-                              delivery_backoff_s=0.2, delivery_backoff_max_s=10.0)
+    listener = start_listener(
+        peers=[sender_peer(SCANNER_AE, closed_port, "TPS")],
+        delivery_attempts=3,
+        delivery_backoff_s=0.2,
+        delivery_backoff_max_s=10.0,
+    )
     series = make_series()
     assert storescu(listener.port, series.files).returncode == 0
     (dead,) = wait_for(lambda: audit(listener, "dead_letter"), 120, "the dead-letter record")
@@ -173,8 +183,9 @@ def test_dead_letter_record_after_the_last_attempt(start_listener, make_series):
     assert_no_phi(record.read_text(), listener.audit.path.read_text())
 
 
-def test_series_the_pipeline_refuses_is_logged_with_its_code_and_nothing_is_sent(start_listener, storescp_factory,
-                                                                                 make_series, job_service):
+def test_series_the_pipeline_refuses_is_logged_with_its_code_and_nothing_is_sent(
+    start_listener, storescp_factory, make_series, job_service
+):
     tps = storescp_factory("TPS")
     listener = start_listener(peers=[sender_peer(SCANNER_AE, tps.port, "TPS")])
     series = make_series(n_slices=10)  # the plan needs at least 16 slices
@@ -189,8 +200,13 @@ def test_series_the_pipeline_refuses_is_logged_with_its_code_and_nothing_is_sent
 def test_pending_delivery_survives_a_listener_restart(start_listener, storescp_factory, make_series, tmp_path):
     tps = storescp_factory("TPS", start=False)
     spool = tmp_path / "restart_spool"
-    settings = {"spool_dir": spool, "peers": [sender_peer(SCANNER_AE, tps.port, "TPS")], "delivery_attempts": 20,
-                "delivery_backoff_s": 0.5, "delivery_backoff_max_s": 1.0}
+    settings = {
+        "spool_dir": spool,
+        "peers": [sender_peer(SCANNER_AE, tps.port, "TPS")],
+        "delivery_attempts": 20,
+        "delivery_backoff_s": 0.5,
+        "delivery_backoff_max_s": 1.0,
+    }
     first = start_listener(**settings)
     series = make_series()
     assert storescu(first.port, series.files).returncode == 0

@@ -23,8 +23,11 @@ def test_submit_poll_and_retention_cleanup(tmp_path: Path, model_store: Path, ma
     from service.jobs.models import utc_now
     from service.worker.service import JobService
 
-    service = JobService.from_settings(Settings(job_dir=tmp_path / "jobs", model_store=model_store, broker_url=None,
-                                                cleanup_interval_s=1, retention_s=60))
+    service = JobService.from_settings(
+        Settings(
+            job_dir=tmp_path / "jobs", model_store=model_store, broker_url=None, cleanup_interval_s=1, retention_s=60
+        )
+    )
     backend = ServiceJobBackend(service)
     try:
         series = make_series()

@@ -37,8 +37,11 @@ def test_echoscu_known_ae_accepted_unknown_and_wrong_called_ae_rejected(start_li
     assert wrong_called.returncode != 0
     assert "Called AE Title Not Recognized" in wrong_called.stdout + wrong_called.stderr
 
-    records = wait_for(lambda: len(audit(listener, "association")) >= 3 and audit(listener, "association"), 10,
-                       "three association records")
+    records = wait_for(
+        lambda: len(audit(listener, "association")) >= 3 and audit(listener, "association"),
+        10,
+        "three association records",
+    )
     outcomes = {(r["calling_ae"], r["called_ae"], r["outcome"]) for r in records}
     assert (SCANNER_AE, LISTENER_AE, "released") in outcomes
     assert ("INTRUDER", LISTENER_AE, "rejected") in outcomes
@@ -70,15 +73,19 @@ def test_free_disk_below_watermark_refuses_with_out_of_resources(start_listener,
     sent = storescu(listener.port, series.files[:2])  # DCMTK reports the failed stores
     assert sent.returncode != 0
     assert spooled_files(listener) == []
-    records = wait_for(lambda: len(audit(listener, "association")) >= 2 and audit(listener, "association"), 10,
-                       "two association records")
+    records = wait_for(
+        lambda: len(audit(listener, "association")) >= 2 and audit(listener, "association"),
+        10,
+        "two association records",
+    )
     assert [r["statuses"] for r in records] == [{"0xA700": 1}, {"0xA700": 1}]  # storescu stops at the first
     assert all(r["n_stored"] == 0 for r in records)
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
-def test_invalid_objects_get_failure_statuses_and_the_listener_keeps_working(start_listener, make_series, tmp_path,
-                                                                              monkeypatch):
+def test_invalid_objects_get_failure_statuses_and_the_listener_keeps_working(
+    start_listener, make_series, tmp_path, monkeypatch
+):
     listener = start_listener()
     series = make_series()
     good = pydicom.dcmread(series.files[0])
@@ -112,8 +119,11 @@ def test_invalid_objects_get_failure_statuses_and_the_listener_keeps_working(sta
     assoc.release()
 
     assert [p.name for p in spooled_files(listener)] == [f"{good.SOPInstanceUID}.dcm"]
-    records = wait_for(lambda: len(audit(listener, "association")) >= 2 and audit(listener, "association"), 10,
-                       "two association records")
+    records = wait_for(
+        lambda: len(audit(listener, "association")) >= 2 and audit(listener, "association"),
+        10,
+        "two association records",
+    )
     assert records[0]["statuses"] == {"0xA900": 4} and records[0]["n_refused"] == 4
     assert records[1]["statuses"] == {"0x0000": 1, "0xC210": 1}
 
@@ -162,8 +172,24 @@ def test_pixel_data_length_rule_is_the_loaders(make_series) -> None:
 
 def test_tls_with_a_self_signed_certificate_and_client_certificates(start_listener, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = run_tool("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    made = run_tool(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    )
     assert made.returncode == 0, made.stderr
     listener = start_listener(tls_cert_file=cert, tls_key_file=key)
 
@@ -171,8 +197,11 @@ def test_tls_with_a_self_signed_certificate_and_client_certificates(start_listen
     assert over_tls.returncode == 0, over_tls.stdout + over_tls.stderr
     plain = echoscu(listener.port)
     assert plain.returncode != 0
-    records = wait_for(lambda: [r for r in audit(listener, "association") if r["outcome"] == "released"], 10,
-                       "the TLS association record")
+    records = wait_for(
+        lambda: [r for r in audit(listener, "association") if r["outcome"] == "released"],
+        10,
+        "the TLS association record",
+    )
     assert records[0]["tls"] is True
 
     # with a CA file, client certificates are required: the self-signed certificate is its own CA here
@@ -183,10 +212,13 @@ def test_tls_with_a_self_signed_certificate_and_client_certificates(start_listen
     assert without_cert.returncode != 0
 
 
-@pytest.mark.parametrize("bad", [
-    {"tls_cert_file": "/nonexistent/cert.pem", "tls_key_file": "/nonexistent/key.pem"},
-    {"tls_cert_file": __file__},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tls_cert_file": "/nonexistent/cert.pem", "tls_key_file": "/nonexistent/key.pem"},
+        {"tls_cert_file": __file__},
+    ],
+)
 def test_tls_settings_refused_when_incomplete(bad, tmp_path):
     from pydantic import ValidationError
 
@@ -206,7 +238,10 @@ def test_aborted_association_leaves_a_partial_series_that_is_cleaned_up(start_li
     (record,) = wait_for(lambda: audit(listener, "association"), 10, "the association record")
     assert record["outcome"] == "aborted" and record["n_stored"] == 5
     (expired,) = wait_for(lambda: audit(listener, "series_expired"), 20, "the partial series clean-up")
-    assert (expired["series_uid"], expired["reason"], expired["n_instances"]) == (series.series_uid,
-                                                                                 "partial_timeout", 5)
+    assert (expired["series_uid"], expired["reason"], expired["n_instances"]) == (
+        series.series_uid,
+        "partial_timeout",
+        5,
+    )
     assert not listener.spool.series_dir(series.series_uid).exists()
     assert audit(listener, "series_ready") == [] and audit(listener, "job_submitted") == []

@@ -34,17 +34,20 @@ def test_defaults_and_precedence_file_env_init(tmp_path: Path, monkeypatch: pyte
     assert (s.ae_title, s.port, s.quiet_time_s, s.allowed_ae_titles) == ("PAROTID_SEG", 11112, 30.0, ["CT9"])
 
 
-@pytest.mark.parametrize("bad", [
-    {"ae_title": "WAY_TOO_LONG_AE_TITLE"},
-    {"ae_title": "BACK\\SLASH"},
-    {"port": 70000},
-    {"quiet_time_s": 0},
-    {"peers": []},  # nobody could connect
-    {"peers": PEERS + PEERS},
-    {"peers": [{"ae_title": "CT1", "return_mode": "fixed", "return_port": 104}]},  # no host
-    {"peers": [{"ae_title": "CT1", "return_mode": "sender"}]},  # no port
-    {"delivery_backoff_s": 10, "delivery_backoff_max_s": 1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ae_title": "WAY_TOO_LONG_AE_TITLE"},
+        {"ae_title": "BACK\\SLASH"},
+        {"port": 70000},
+        {"quiet_time_s": 0},
+        {"peers": []},  # nobody could connect
+        {"peers": PEERS + PEERS},
+        {"peers": [{"ae_title": "CT1", "return_mode": "fixed", "return_port": 104}]},  # no host
+        {"peers": [{"ae_title": "CT1", "return_mode": "sender"}]},  # no port
+        {"delivery_backoff_s": 10, "delivery_backoff_max_s": 1},
+    ],
+)
 def test_unsafe_or_inconsistent_values_are_refused(bad: dict, tmp_path: Path):
     values = {"spool_dir": tmp_path, "peers": PEERS, **bad}
     with pytest.raises(ValidationError):
@@ -58,11 +61,19 @@ def test_missing_config_file_is_refused(tmp_path: Path):
 
 def test_parse_peer():
     assert parse_peer("CT1") == {"ae_title": "CT1", "return_mode": "none"}
-    assert parse_peer("CT1=sender:104") == {"ae_title": "CT1", "return_mode": "sender", "return_port": 104,
-                                             "return_ae_title": None}
+    assert parse_peer("CT1=sender:104") == {
+        "ae_title": "CT1",
+        "return_mode": "sender",
+        "return_port": 104,
+        "return_ae_title": None,
+    }
     assert parse_peer("CT1=fixed:TPS@10.0.0.9:11112") == {
-        "ae_title": "CT1", "return_mode": "fixed", "return_ae_title": "TPS", "return_host": "10.0.0.9",
-        "return_port": 11112}
+        "ae_title": "CT1",
+        "return_mode": "fixed",
+        "return_ae_title": "TPS",
+        "return_host": "10.0.0.9",
+        "return_port": 11112,
+    }
     with pytest.raises(ValueError, match="expected"):
         parse_peer("CT1=sender:abc")
 

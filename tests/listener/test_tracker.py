@@ -16,8 +16,9 @@ class Clock:
 
 
 def make(clock: Clock) -> SeriesTracker:
-    return SeriesTracker(quiet_time_s=30, release_grace_s=5, partial_timeout_s=600, finished_retention_s=3600,
-                         clock=clock)
+    return SeriesTracker(
+        quiet_time_s=30, release_grace_s=5, partial_timeout_s=600, finished_retention_s=3600, clock=clock
+    )
 
 
 def send(t: SeriesTracker, assoc: int, series: str, n: int, start: int = 0) -> None:

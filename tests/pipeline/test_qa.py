@@ -26,8 +26,11 @@ def _ct() -> Volume:
     _, jj, ii = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
     hu[:, :, :] = np.where((ii - BODY_CENTRE_I) ** 2 + (jj - 48) ** 2 <= 36**2, 40.0, -1000.0)
     info = SeriesInfo(
-        series_instance_uid="1.2.826.0.1.3680043.8.498.1", study_instance_uid="1.2.3", frame_of_reference_uid="1.2.4",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2", slice_sop_instance_uids=tuple(f"1.2.5.{k}" for k in range(SHAPE[0])),
+        series_instance_uid="1.2.826.0.1.3680043.8.498.1",
+        study_instance_uid="1.2.3",
+        frame_of_reference_uid="1.2.4",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        slice_sop_instance_uids=tuple(f"1.2.5.{k}" for k in range(SHAPE[0])),
         patient_position="HFS",
         patient_study_attrs={"PatientName": TEST_PATIENT_NAME, "PatientID": TEST_PATIENT_ID},
     )
@@ -53,8 +56,14 @@ def _glands(left=None, right=None, **kw) -> dict[str, GlandMask]:
 
 
 def _qa(glands, **kw) -> QAReport:
-    return build_qa(_ct(), glands, model_name="parotid-unet3d", model_version="1.0.0",
-                    stage_times_s={"load": 1.5, "infer": 10.25}, **kw)
+    return build_qa(
+        _ct(),
+        glands,
+        model_name="parotid-unet3d",
+        model_version="1.0.0",
+        stage_times_s={"load": 1.5, "infer": 10.25},
+        **kw,
+    )
 
 
 def _codes(report: QAReport) -> set[str]:

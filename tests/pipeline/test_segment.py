@@ -32,8 +32,21 @@ def test_laterality_and_geometry_through_the_cli(position: str, oracle_store: Pa
     ct_dir = tmp_path / "ct"
     write_ct_series(ct_dir, hu, SPACING, origin, position)
     rs, qa, png = tmp_path / "rs.dcm", tmp_path / "qa.json", tmp_path / "preview.png"
-    rc = main(["--model-store", str(oracle_store), "segment", str(ct_dir), "--output", str(rs), "--qa", str(qa),
-               "--preview", str(png), "--quiet"])
+    rc = main(
+        [
+            "--model-store",
+            str(oracle_store),
+            "segment",
+            str(ct_dir),
+            "--output",
+            str(rs),
+            "--qa",
+            str(qa),
+            "--preview",
+            str(png),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     ct = load_series(ct_dir)
     got = read_rtstruct_masks(rs, ct, ["Parotid_L", "Parotid_R"])
@@ -61,8 +74,21 @@ def test_reference_metrics_in_qa(oracle_store: Path, tmp_path: Path) -> None:
     first = tmp_path / "first.dcm"
     assert main(["--model-store", str(oracle_store), "segment", str(ct_dir), "--output", str(first), "--quiet"]) == 0
     qa = tmp_path / "qa.json"
-    rc = main(["--model-store", str(oracle_store), "segment", str(ct_dir), "--output", str(tmp_path / "rs.dcm"),
-               "--qa", str(qa), "--reference", str(first), "--quiet"])
+    rc = main(
+        [
+            "--model-store",
+            str(oracle_store),
+            "segment",
+            str(ct_dir),
+            "--output",
+            str(tmp_path / "rs.dcm"),
+            "--qa",
+            str(qa),
+            "--reference",
+            str(first),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     ref = json.loads(qa.read_text())["glands"]["Parotid_L"]["reference"]
     assert ref["dice"] == pytest.approx(1.0)
@@ -77,8 +103,21 @@ def test_rejected_input_exits_2_with_one_line_and_writes_nothing(
     write_ct_series(ct_dir, hu, SPACING, (0.0, 0.0, 0.0), "HFS")
     out = tmp_path / "out"
     out.mkdir()
-    rc = main(["--model-store", str(oracle_store), "segment", str(ct_dir), "--output", str(out / "rs.dcm"),
-               "--qa", str(out / "qa.json"), "--preview", str(out / "p.png"), "--quiet"])
+    rc = main(
+        [
+            "--model-store",
+            str(oracle_store),
+            "segment",
+            str(ct_dir),
+            "--output",
+            str(out / "rs.dcm"),
+            "--qa",
+            str(out / "qa.json"),
+            "--preview",
+            str(out / "p.png"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("error[TOO_FEW_SLICES]: ")
@@ -86,7 +125,17 @@ def test_rejected_input_exits_2_with_one_line_and_writes_nothing(
 
 
 def test_unknown_model_is_a_typed_error(oracle_store: Path, tmp_path: Path, capsys) -> None:
-    rc = main(["--model-store", str(oracle_store), "segment", str(tmp_path), "--output", str(tmp_path / "rs.dcm"),
-               "--model", "nope:9"])
+    rc = main(
+        [
+            "--model-store",
+            str(oracle_store),
+            "segment",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "rs.dcm"),
+            "--model",
+            "nope:9",
+        ]
+    )
     assert rc == 2
     assert capsys.readouterr().err.startswith("error[MODEL_NOT_FOUND]: ")

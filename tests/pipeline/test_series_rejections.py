@@ -223,8 +223,9 @@ def test_ct_labelled_another_modality_exits_2_through_the_cli(series: list[Path]
     dv.set_attrs(series, Modality="MR")
     out = tmp_path / "out"
     out.mkdir()
-    rc = main(["--model-store", str(store), "segment", str(series[0].parent), "--output", str(out / "rs.dcm"),
-               "--quiet"])
+    rc = main(
+        ["--model-store", str(store), "segment", str(series[0].parent), "--output", str(out / "rs.dcm"), "--quiet"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("error[NOT_CT]: ") and "(0008,0060) Modality" in err[0]

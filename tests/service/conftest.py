@@ -100,8 +100,14 @@ def ct_series(tmp_path_factory: pytest.TempPathFactory) -> Series:
 def make_settings(job_dir: Path, model_store: Path, **overrides):
     from service.config import Settings
 
-    values = dict(job_dir=job_dir, model_store=model_store, api_keys=key_entries(), min_free_disk_bytes=0,
-                  max_upload_bytes=64 * 2**20, max_upload_files=500)
+    values = dict(
+        job_dir=job_dir,
+        model_store=model_store,
+        api_keys=key_entries(),
+        min_free_disk_bytes=0,
+        max_upload_bytes=64 * 2**20,
+        max_upload_files=500,
+    )
     values.update(overrides)
     return Settings(**values)
 

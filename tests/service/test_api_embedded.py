@@ -46,14 +46,19 @@ def test_job_end_to_end_idempotent_and_isolated(embedded_client, ct_series, capl
     # idempotency: the same series (as files or as a zip) and model -> the existing job, nothing recomputed
     again = client.post("/v1/jobs", files=ct_series.parts(), headers=auth(KEY_ALICE))
     assert again.status_code == 200 and again.json()["id"] == job["id"] and again.json()["existing"] is True
-    zipped = client.post("/v1/jobs", files=[("files", ("series.zip", ct_series.zip_bytes(), "application/zip"))],
-                         headers=auth(KEY_ALICE))
+    zipped = client.post(
+        "/v1/jobs", files=[("files", ("series.zip", ct_series.zip_bytes(), "application/zip"))], headers=auth(KEY_ALICE)
+    )
     assert zipped.status_code == 200 and zipped.json()["id"] == job["id"]
 
     # isolation: bob neither sees nor touches alice's job; his own submission is his own job
-    for method, path in [("get", done["links"]["self"]), ("get", done["links"]["rtstruct"]),
-                         ("get", done["links"]["qa"]), ("get", done["links"]["preview"]),
-                         ("delete", done["links"]["self"])]:
+    for method, path in [
+        ("get", done["links"]["self"]),
+        ("get", done["links"]["rtstruct"]),
+        ("get", done["links"]["qa"]),
+        ("get", done["links"]["preview"]),
+        ("delete", done["links"]["self"]),
+    ]:
         denied = client.request(method, path, headers=auth(KEY_BOB))
         assert denied.status_code == 404 and denied.json()["error"]["code"] == "JOB_NOT_FOUND"
     bobs = client.post("/v1/jobs", files=ct_series.parts(), headers=auth(KEY_BOB))
@@ -87,9 +92,14 @@ def test_job_end_to_end_idempotent_and_isolated(embedded_client, ct_series, capl
 
 def test_auth_required_everywhere_but_health(embedded_client):
     client = embedded_client
-    for method, path in [("get", "/v1/jobs"), ("post", "/v1/jobs"), ("get", "/v1/models"), ("get", "/metrics"),
-                         ("get", "/v1/jobs/0123456789abcdef0123456789abcdef"),
-                         ("delete", "/v1/jobs/0123456789abcdef0123456789abcdef")]:
+    for method, path in [
+        ("get", "/v1/jobs"),
+        ("post", "/v1/jobs"),
+        ("get", "/v1/models"),
+        ("get", "/metrics"),
+        ("get", "/v1/jobs/0123456789abcdef0123456789abcdef"),
+        ("delete", "/v1/jobs/0123456789abcdef0123456789abcdef"),
+    ]:
         for headers in ({}, auth("not-a-key"), {"Authorization": "Basic YWxpY2U6eA=="}):
             r = client.request(method, path, headers=headers)
             assert r.status_code == 401, (method, path, headers, r.text)

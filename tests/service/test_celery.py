@@ -49,8 +49,9 @@ class Worker:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([*_cli(), "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [*_cli(), "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 30) -> None:
         if self.proc.poll() is None:
@@ -73,8 +74,12 @@ def celery_env(tmp_path: Path, model_store: Path):
     queue = f"{SESSION_QUEUE}-{uuid.uuid4().hex[:6]}"
     settings = make_settings(tmp_path / "jobs", model_store, broker_url=url, queue_name=queue, **LIMITS)
     env = clean_env() | {
-        "PAROTID_BROKER_URL": url, "PAROTID_QUEUE_NAME": queue, "PAROTID_JOB_DIR": str(settings.job_dir),
-        "PAROTID_MODEL_STORE": str(model_store), "PAROTID_API_KEYS": key_entries(), "PYTHONUNBUFFERED": "1",
+        "PAROTID_BROKER_URL": url,
+        "PAROTID_QUEUE_NAME": queue,
+        "PAROTID_JOB_DIR": str(settings.job_dir),
+        "PAROTID_MODEL_STORE": str(model_store),
+        "PAROTID_API_KEYS": key_entries(),
+        "PYTHONUNBUFFERED": "1",
         **{f"PAROTID_{k.upper()}": str(v) for k, v in LIMITS.items()},
     }
     workers: list[Worker] = []

@@ -97,8 +97,9 @@ def test_cli_config_errors_exit_2(monkeypatch, capsys):
 def test_celery_app_reliability_settings(tmp_path: Path):
     from service.worker.celery_app import create_celery
 
-    s = Settings(job_dir=tmp_path, broker_url="redis://127.0.0.1:6379/13", job_time_limit_s=600,
-                 visibility_timeout_s=900)
+    s = Settings(
+        job_dir=tmp_path, broker_url="redis://127.0.0.1:6379/13", job_time_limit_s=600, visibility_timeout_s=900
+    )
     conf = create_celery(s).conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
     assert conf.task_soft_time_limit == 600 and conf.task_time_limit == 660

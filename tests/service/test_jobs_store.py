@@ -23,8 +23,14 @@ def _job(store: JobStore, key: str = "k", **fields) -> JobRecord:
     staging = store.new_staging()
     (staging / "input").mkdir()
     (staging / "input" / "000001.dcm").write_bytes(b"x")
-    record = JobRecord(id=uuid.uuid4().hex, owner="alice", model="oracle:1.0.0", series_instance_uid="1.2.3",
-                       idempotency_key=key, **fields)
+    record = JobRecord(
+        id=uuid.uuid4().hex,
+        owner="alice",
+        model="oracle:1.0.0",
+        series_instance_uid="1.2.3",
+        idempotency_key=key,
+        **fields,
+    )
     return store.create_from_staging(staging, record)
 
 

@@ -45,8 +45,9 @@ def test_openapi_no_server_errors(api_schema, mode):
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @hypothesis_settings(max_examples=10, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=list(HealthCheck))
+        @hypothesis_settings(
+            max_examples=10, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+        )
         def exercise(case) -> None:
             statuses[case.call_and_validate(headers=auth(KEY_ALICE), checks=checks).status_code] += 1
 
@@ -59,9 +60,17 @@ def test_openapi_no_server_errors(api_schema, mode):
 
 def test_openapi_documents_versioned_schemas(api_schema):
     raw = api_schema.raw_schema
-    assert set(raw["paths"]) >= {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/rtstruct",
-                                 "/v1/jobs/{job_id}/qa", "/v1/jobs/{job_id}/preview.png", "/v1/models",
-                                 "/healthz", "/readyz", "/metrics"}
+    assert set(raw["paths"]) >= {
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/rtstruct",
+        "/v1/jobs/{job_id}/qa",
+        "/v1/jobs/{job_id}/preview.png",
+        "/v1/models",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
     body = raw["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["files"] and body["properties"]["files"]["items"]["format"] == "binary"
     for name in ("JobResponse", "ErrorResponse", "ModelsResponse", "ReadyResponse"):

@@ -24,9 +24,21 @@ class RedisServer:
         import redis
 
         self.proc = subprocess.Popen(
-            [require_tool("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                require_tool("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 20
@@ -56,8 +68,9 @@ def test_redis_outage_503_then_recovery(own_redis, tmp_path, model_store, ct_ser
     import redis
 
     url = f"redis://127.0.0.1:{own_redis.port}/0"
-    settings = make_settings(tmp_path / "jobs", model_store, broker_url=url, queue_name="outage-test",
-                             broker_timeout_s=1.0)
+    settings = make_settings(
+        tmp_path / "jobs", model_store, broker_url=url, queue_name="outage-test", broker_timeout_s=1.0
+    )
     other = write_phantom_series(tmp_path / "other")
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").status_code == 200

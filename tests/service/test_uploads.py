@@ -17,8 +17,9 @@ from tests.service.conftest import KEY_ALICE, auth, make_settings, write_phantom
 
 @pytest.fixture
 def client(tmp_path: Path, model_store: Path):
-    settings = make_settings(tmp_path / "jobs", model_store, max_upload_bytes=8 * 2**20, max_upload_files=60,
-                             zip_max_ratio=50)
+    settings = make_settings(
+        tmp_path / "jobs", model_store, max_upload_bytes=8 * 2**20, max_upload_files=60, zip_max_ratio=50
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -56,8 +57,7 @@ def test_series_refusals_keep_the_pipeline_code(client, ct_series, tmp_path):
     files = ct_series.files
     msg = _refused(_post(client, files=[("files", ("notes.txt", b"hello", "text/plain"))]), 422, "EMPTY_INPUT")
     assert "DICOM" in msg
-    msg = _refused(_post(client, files=[("files", (p.name, p.read_bytes())) for p in files[:5]]), 422,
-                   "TOO_FEW_SLICES")
+    msg = _refused(_post(client, files=[("files", (p.name, p.read_bytes())) for p in files[:5]]), 422, "TOO_FEW_SLICES")
     assert "16" in msg and str(client.app.state.settings.job_dir) not in msg
     twice = [("files", (f"copy{n}_{p.name}", p.read_bytes())) for n in (1, 2) for p in files[:20]]
     msg = _refused(_post(client, files=twice), 422, "DUPLICATE_POSITION")
@@ -66,8 +66,9 @@ def test_series_refusals_keep_the_pipeline_code(client, ct_series, tmp_path):
     both = ct_series.parts()[:20] + other.parts()[:20]
     _refused(_post(client, files=both), 422, "MULTIPLE_SERIES")
     corrupt = files[0].read_bytes()[:400]
-    msg = _refused(_post(client, files=[("files", ("cut.dcm", corrupt))] + ct_series.parts()[1:20]), 422,
-                   "CORRUPT_FILE")
+    msg = _refused(
+        _post(client, files=[("files", ("cut.dcm", corrupt))] + ct_series.parts()[1:20]), 422, "CORRUPT_FILE"
+    )
     assert "'cut.dcm'" in msg
     _refused(_post(client, files=ct_series.parts(), data={"model": "nope:9"}), 422, "MODEL_NOT_FOUND")
     ref = [("reference", ("ref.dcm", files[0].read_bytes()))]
@@ -119,14 +120,22 @@ def test_malformed_requests(client, ct_series):
     two_refs = one + [("reference", ("a", b"1")), ("reference", ("b", b"2"))]
     _refused(_post(client, files=two_refs), 400, "BAD_UPLOAD")
     boundary = "xyzBOUNDARY"
-    truncated = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.dcm\"\r\n\r\n"
-                 "partial data without the closing boundary").encode()
-    r = client.post("/v1/jobs", content=truncated, headers={**auth(KEY_ALICE),
-                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    truncated = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.dcm"\r\n\r\n'
+        "partial data without the closing boundary"
+    ).encode()
+    r = client.post(
+        "/v1/jobs",
+        content=truncated,
+        headers={**auth(KEY_ALICE), "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     _refused(r, 400, "BAD_UPLOAD")
     garbage = f"--{boundary}\r\nno headers at all\r\n\r\n\x00\x01--{boundary}--\r\n".encode()
-    r = client.post("/v1/jobs", content=garbage, headers={**auth(KEY_ALICE),
-                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    r = client.post(
+        "/v1/jobs",
+        content=garbage,
+        headers={**auth(KEY_ALICE), "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert r.status_code == 400, r.text
     _store_empty(client)
 
@@ -162,13 +171,16 @@ def test_size_and_count_limits(client, ct_series):
     boundary = "streamBOUNDARY"
 
     def chunks():  # no Content-Length: the limit is enforced while the bytes arrive
-        yield f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"s.dcm\"\r\n\r\n".encode()
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="s.dcm"\r\n\r\n'.encode()
         for _ in range(40):
             yield b"\2" * 2**18  # 10 MiB in total
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    r = client.post("/v1/jobs", content=chunks(), headers={**auth(KEY_ALICE),
-                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    r = client.post(
+        "/v1/jobs",
+        content=chunks(),
+        headers={**auth(KEY_ALICE), "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     _refused(r, 413, "UPLOAD_TOO_LARGE")
     _store_empty(client)
 

@@ -42,8 +42,9 @@ def _write_openkbp_patient(pt_dir: Path, seed: int) -> None:
 
 def _train(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "KERAS_BACKEND": "torch"}
-    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "training.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.timeout(900)
@@ -52,9 +53,24 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     for n, split in ((0, "train-pats"), (1, "train-pats"), (2, "validation-pats")):
         _write_openkbp_patient(data / split / f"pt_{n}", seed=n)
     run = tmp_path / "run"
-    common = ["--train-dir", str(data / "train-pats"), "--val-dir", str(data / "validation-pats"), "--output",
-              str(run), "--base-filters", "2", "--steps-per-epoch", "2", "--patch-size", "16", "32", "32",
-              "--threads", "1"]
+    common = [
+        "--train-dir",
+        str(data / "train-pats"),
+        "--val-dir",
+        str(data / "validation-pats"),
+        "--output",
+        str(run),
+        "--base-filters",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--patch-size",
+        "16",
+        "32",
+        "32",
+        "--threads",
+        "1",
+    ]
     first = _train([*common, "--epochs", "1"])
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads((run / "state.json").read_text())["epoch"] == 1
@@ -67,9 +83,26 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     assert len((run / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
     store = tmp_path / "store"
-    exp = subprocess.run([sys.executable, "-m", "training.export", "--run", str(run), "--store", str(store),
-                          "--name", "smoke", "--version", "0.1.0"], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=300)
+    exp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.export",
+            "--run",
+            str(run),
+            "--store",
+            str(store),
+            "--name",
+            "smoke",
+            "--version",
+            "0.1.0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        timeout=300,
+    )
     assert exp.returncode == 0, exp.stderr[-3000:]
     ref = resolve_bundle("smoke:0.1.0", store)
     verify_bundle(ref)
