@@ -91,6 +91,9 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "- Contouring conventions of the OpenKBP source clinics (e.g. inclusion of the deep lobe, vessels).",
         "- Head-and-neck CT only, adult anatomy; unusual anatomy (resected glands, large tumours invading the",
         "  gland, metal artefacts) is not represented and is flagged for review only through the QA checks.",
+        "- Fatty (low-density, about -100 HU) glands are segmented poorly or not at all: the training data hold few",
+        "  of them and intensity augmentation is mild (one validation patient got two empty glands; QA flags an",
+        "  empty gland as `fail`).",
         "- The QA checks (volume, laterality, components, probability) catch gross failures, not subtle ones.",
         "",
     ]
