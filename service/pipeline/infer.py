@@ -104,13 +104,18 @@ def _predict_box(predict: PredictFn, x_zyx: np.ndarray, plan: Plan) -> np.ndarra
 def probabilities_to_ct_grid(
     probs_model_zyxc: np.ndarray, plan: Plan, ct_spacing_mm_zyx: tuple[float, float, float], ct_shape_zyx
 ) -> np.ndarray:
-    """Resample per-class probabilities (trilinear) from the model grid back onto the CT grid, renormalised."""
-    out = np.stack(
-        [
-            resample_back(probs_model_zyxc[..., c], plan.spacing_mm_zyx, ct_spacing_mm_zyx, ct_shape_zyx)
-            for c in range(probs_model_zyxc.shape[-1])
-        ],
-        axis=-1,
-    )
-    out /= np.maximum(out.sum(axis=-1, keepdims=True), 1e-6)
+    """Resample per-class probabilities (trilinear) from the model grid back onto the CT grid.
+
+    Linear interpolation keeps the channels summing to one, so only the foreground channels are resampled and
+    the background is their complement.
+    """
+    fg = [
+        resample_back(probs_model_zyxc[..., c], plan.spacing_mm_zyx, ct_spacing_mm_zyx, ct_shape_zyx)
+        for c in range(1, probs_model_zyxc.shape[-1])
+    ]
+    out = np.empty((*fg[0].shape, len(fg) + 1), dtype=np.float32)
+    for c, channel in enumerate(fg, start=1):
+        out[..., c] = channel
+    out[..., 0] = 1.0 - np.sum(out[..., 1:], axis=-1)
+    np.clip(out[..., 0], 0.0, 1.0, out=out[..., 0])
     return out

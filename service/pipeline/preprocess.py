@@ -25,9 +25,30 @@ def target_shape(shape_zyx: Sequence[int], spacing_in: Sequence[float], spacing_
     )
 
 
+def _linear_along(array: np.ndarray, axis: int, scale: float, n_out: int) -> np.ndarray:
+    """Linear interpolation along one axis: output index k samples input coordinate ``k * scale`` (edges clamped)."""
+    n_in = array.shape[axis]
+    coords = np.clip(np.arange(n_out, dtype=np.float64) * scale, 0.0, n_in - 1)
+    i0 = np.floor(coords).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    shape = [1] * array.ndim
+    shape[axis] = n_out
+    w = (coords - i0).astype(np.float32).reshape(shape)
+    a0 = np.take(array, i0, axis=axis)
+    return a0 + (np.take(array, i1, axis=axis) - a0) * w
+
+
 def _resample(array: np.ndarray, scale: Sequence[float], out_shape: Sequence[int], order: int) -> np.ndarray:
+    """Resample with a diagonal (axis-aligned scaling) map. Trilinear interpolation is separable, so ``order=1``
+    runs as three 1-D passes (the shrinking axes first), several times faster than ``ndimage.affine_transform``
+    and equal to it up to float32 rounding (tested)."""
     if all(abs(s - 1.0) < 1e-9 for s in scale) and tuple(out_shape) == array.shape:
         return array.copy()
+    if order == 1:
+        out = np.asarray(array, dtype=np.float32)
+        for axis in sorted(range(out.ndim), key=lambda a: out_shape[a] / out.shape[a]):
+            out = _linear_along(out, axis, float(scale[axis]), int(out_shape[axis]))
+        return out
     return ndimage.affine_transform(
         array,
         np.asarray(scale, dtype=np.float64),
