@@ -22,22 +22,23 @@ SAMPLE_DIR = SHARED_DIR / "data" / "openkbp-sample"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _missing(what: str) -> None:
+def missing(what: str) -> None:
+    """Skip locally, fail in CI: a missing dependency must never hide a failure."""
     if IN_CI:
         pytest.fail(f"required for this test and missing in CI: {what}", pytrace=False)
     pytest.skip(f"missing: {what}")
 
 
-def require_tool(name: str) -> str:
+def require_tool(name: str, installed_by: str = "scripts/install-debian-tools.sh") -> str:
     path = shutil.which(name)
     if path is None:
-        _missing(f"command-line tool {name!r} (installed by scripts/install-debian-tools.sh)")
+        missing(f"command-line tool {name!r} (installed by {installed_by})")
     return str(path)
 
 
 def require_samples() -> Path:
     if not (SAMPLE_DIR / "index.json").is_file():
-        _missing(f"OpenKBP samples at {SAMPLE_DIR}")
+        missing(f"OpenKBP samples at {SAMPLE_DIR}")
     return SAMPLE_DIR
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import IN_CI
+from tests.conftest import missing, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -44,19 +44,9 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-def missing(what: str) -> None:
-    """Skip locally, fail in CI (the rule of tests/conftest.py's require_* helpers)."""
-    if IN_CI:
-        pytest.fail(f"required for this test and missing in CI: {what}", pytrace=False)
-    pytest.skip(f"missing: {what}")
-
-
 def deploy_tool(name: str) -> str:
     """A Debian tool that scripts/install-deploy-tools.sh installs (docker-compose, shellcheck)."""
-    path = shutil.which(name)
-    if path is None:
-        missing(f"command-line tool {name!r} (installed by scripts/install-deploy-tools.sh)")
-    return str(path)
+    return require_tool(name, installed_by="scripts/install-deploy-tools.sh")
 
 
 def compose_v1() -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _missing
+from tests.conftest import missing
 from tests.dicom_factory import write_ct_series
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -37,7 +37,7 @@ def require_redis() -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
     except Exception:
-        _missing(f"Redis at {REDIS_HOST}:{REDIS_PORT} (.ci/run starts one)")
+        missing(f"Redis at {REDIS_HOST}:{REDIS_PORT} (.ci/run starts one)")
     return url
 
 
