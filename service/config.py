@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.model_bundle import DEFAULT_STORE
@@ -167,3 +168,17 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None:
             owners.update(read_keys_file(self.api_keys_file))
         return owners
+
+
+def config_error(exc: Exception, prefix: str = "PAROTID_") -> int:
+    """Report refused settings as one ``error[CONFIG]: SETTING: message`` line on stderr; exit status 2.
+    Shared by every app's command line (serve, worker, listen)."""
+    if isinstance(exc, ValidationError):
+        text = "; ".join(
+            (f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
+            for e in exc.errors()
+        )
+    else:
+        text = str(exc)
+    print(f"error[CONFIG]: {' '.join(text.split())}", file=sys.stderr)
+    return 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.config import ConfigError, Settings, hash_api_key
+from service.config import ConfigError, Settings, config_error, hash_api_key
 from service.model_bundle import DEFAULT_STORE
 
 log = logging.getLogger(__name__)
@@ -31,18 +31,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def new_key_line(owner: str) -> tuple[str, str]:
     key = secrets.token_urlsafe(32)
     return key, f"{owner} {hash_api_key(key)}"
-
-
-def config_error(exc: Exception) -> int:
-    if isinstance(exc, ValidationError):
-        text = "; ".join(
-            (f"PAROTID_{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
-            for e in exc.errors()
-        )
-    else:
-        text = str(exc)
-    print(f"error[CONFIG]: {text}", file=sys.stderr)
-    return 2
 
 
 def load_settings(args: argparse.Namespace, **extra: object) -> Settings:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from service.config import config_error
+
 PEER_HELP = (
     "allow a calling AE (repeatable): AE (results stay in the job store), AE=sender:PORT[:RETURN_AE] (back to the "
     "sender's address), AE=fixed:RETURN_AE@HOST:PORT (a TPS/PACS); replaces the configured peers"
@@ -69,19 +71,6 @@ def parse_peer(spec: str) -> dict:
     except ValueError:
         pass
     raise ValueError(f"--peer {spec!r}: expected AE, AE=sender:PORT[:RETURN_AE] or AE=fixed:RETURN_AE@HOST:PORT")
-
-
-def config_error(exc: Exception, prefix: str) -> int:
-    """One ``error[CONFIG]: SETTING: message`` line on stderr; exit status 2."""
-    if isinstance(exc, ValidationError):
-        text = "; ".join(
-            (f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "") + e["msg"]
-            for e in exc.errors()
-        )
-    else:
-        text = str(exc)
-    print(f"error[CONFIG]: {' '.join(text.split())}", file=sys.stderr)
-    return 2
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,8 +14,8 @@ import os
 
 from pydantic import ValidationError
 
-from service.api.app_cli import config_error, load_settings
-from service.config import ConfigError
+from service.api.app_cli import load_settings
+from service.config import ConfigError, config_error
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
