@@ -16,6 +16,7 @@ EPOCHS ?= 60
 STEPS ?= 150
 MINUTES ?= 125
 RUN ?= runs/parotid-$(ARCH)
+RUNS ?= $(RUN)
 NAME ?= parotid-unet3d
 VERSION ?= $(shell date +%Y.%m.%d)-$(ARCH)
 BUNDLE ?= model_store/$(NAME)/$(VERSION)
@@ -83,7 +84,7 @@ retrain: venv
 	$(MAKE) export evaluate RUN=$(RUN) VERSION=$(VERSION)
 
 export: venv
-	KERAS_BACKEND=tensorflow $(BIN)/python -m training.export --run $(RUN) --name $(NAME) --version $(VERSION)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m training.export $(foreach r,$(RUNS),--run $(r)) --name $(NAME) --version $(VERSION)
 
 evaluate: venv
 	KERAS_BACKEND=tensorflow $(BIN)/python -m training.evaluate --bundle $(BUNDLE) --data-dir $(VAL_DIR) \

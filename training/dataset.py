@@ -26,6 +26,7 @@ class PreparedCase:
     image_zyx: np.ndarray  # float32 normalised, model grid
     label_zyx: np.ndarray  # uint8 label index (plan.labels), model grid
     present: tuple[str, ...]  # glands contoured for this patient
+    body_points: np.ndarray | None = None  # (n, 3) voxels inside the body, filled lazily by ``body_points``
 
 
 def prepare_case(case: CaseData, plan: Plan) -> PreparedCase:
@@ -51,15 +52,35 @@ def load_prepared(path: Path) -> PreparedCase:
     return PreparedCase(path.stem, d["image"].astype(np.float32), d["label"], tuple(str(x) for x in d["present"]))
 
 
+def body_points(case: PreparedCase, plan: Plan) -> np.ndarray:
+    """Voxels inside the patient (above -500 HU), on a stride-2 lattice; cached on the case.
+
+    Background patches are centred on these so that small patches are not spent on the air around the head.
+    Falls back to every voxel for an image without tissue.
+    """
+    if case.body_points is None:
+        thr = float(normalize_hu(np.array([-500.0]), plan)[0])
+        pts = np.argwhere(case.image_zyx[::2, ::2, ::2] > thr) * 2
+        if not len(pts):
+            pts = np.argwhere(np.ones(case.image_zyx.shape[:3], dtype=bool)[::2, ::2, ::2]) * 2
+        case.body_points = pts
+    return case.body_points
+
+
 @dataclass
 class AugmentConfig:
-    p_foreground: float = 0.67  # share of patches centred near a gland; the rest anywhere in the volume
+    p_foreground: float = 0.67  # share of patches centred near a gland; the rest elsewhere
+    body_background: bool = True  # centre the rest inside the body (else anywhere in the volume)
     max_rotation_deg: float = 12.0  # about the cranio-caudal axis
     scale_range: tuple[float, float] = (0.9, 1.1)
     p_spatial: float = 0.6
     p_flip: float = 0.5  # left-right flip, swapping the two gland labels
     intensity_scale: tuple[float, float] = (0.9, 1.1)
     intensity_shift: float = 0.08  # in normalised units (x 250 HU with the default plan)
+    # fatty-gland simulation: with this probability each gland in the patch is darkened by a random amount in
+    # ``fatty_hu`` (HU) inside a softened copy of its mask (fatty, low-density glands are rare in the data)
+    p_fatty: float = 0.0
+    fatty_hu: tuple[float, float] = (-140.0, -30.0)
 
 
 def sample_patch(
@@ -71,6 +92,9 @@ def sample_patch(
     fg = np.argwhere(case.label_zyx > 0) if rng.random() < aug.p_foreground else None
     if fg is not None and len(fg):
         centre = fg[rng.integers(len(fg))] + rng.uniform(-0.25, 0.25, 3) * patch
+    elif aug.body_background:
+        pts = body_points(case, plan)
+        centre = pts[rng.integers(len(pts))] + rng.uniform(-1.0, 1.0, 3)
     else:
         centre = rng.uniform(0, 1, 3) * (shape - 1)
     matrix = np.eye(3)
@@ -93,8 +117,26 @@ def sample_patch(
         lab = lab[:, :, ::-1].copy()
         a_, b_ = swap
         lab = np.where(lab == a_, b_, np.where(lab == b_, a_, lab)).astype(np.uint8)
+    if aug.p_fatty > 0:
+        img = _fatty_glands(img, lab, plan, rng, aug)
     img = img * rng.uniform(*aug.intensity_scale) + rng.uniform(-aug.intensity_shift, aug.intensity_shift)
     return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab)
+
+
+def _fatty_glands(
+    img: np.ndarray, lab: np.ndarray, plan: Plan, rng: np.random.Generator, aug: AugmentConfig
+) -> np.ndarray:
+    for g in range(1, len(plan.labels)):
+        if rng.random() >= aug.p_fatty:
+            continue
+        mask = lab == g
+        if not mask.any():
+            continue
+        soft = ndimage.gaussian_filter(mask.astype(np.float32), sigma=0.8)
+        delta = rng.uniform(*aug.fatty_hu) / plan.hu_scale
+        lo, hi = normalize_hu(np.array(plan.hu_clip), plan)
+        img = np.clip(img + delta * soft, lo, hi)
+    return img
 
 
 def one_hot(label: np.ndarray, n_classes: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 Writes ``<store>/<name>/<version>/`` with model.keras (the chosen checkpoint's weights in a freshly built,
 uncompiled network: no optimiser state, no training-only objects), plan.json (the run's preprocessing contract),
 metrics.json, MODEL_CARD.md and SHA256SUMS. The bundle is staged in a temporary folder and renamed into place.
+Repeat ``--run`` to export an ensemble of runs (one model averaging their softmax outputs).
 ``training.evaluate --update-bundle`` later adds the measured validation metrics to metrics.json and the card.
 """
 
@@ -17,17 +18,28 @@ from pathlib import Path
 
 
 def export_bundle(
-    run_dir: Path, store: Path, name: str, version: str, weights: str = "best_dice", tta_lr_flip: bool | None = None
+    run_dir: Path | list[Path],
+    store: Path,
+    name: str,
+    version: str,
+    weights: str = "best_dice",
+    tta_lr_flip: bool | None = None,
 ) -> Path:
-    import keras
+    """Export one run, or several (an ensemble: the bundle's model averages their softmax outputs).
 
+    Ensemble members must share the preprocessing contract (the plan, apart from the training patch size) so that
+    they see the same input; the first run's plan is written.
+    """
     from service.model_bundle import write_checksums
     from service.pipeline.plan import Plan
     from training.model_card import write_model_card
-    from training.networks import build_unet
+    from training.networks import average_models
 
-    state = json.loads((run_dir / "state.json").read_text())
-    plan = Plan.load(run_dir / "plan.json")
+    runs = [run_dir] if isinstance(run_dir, Path) else list(run_dir)
+    plan = Plan.load(runs[0] / "plan.json")
+    for other in runs[1:]:
+        if _contract(Plan.load(other / "plan.json")) != _contract(plan):
+            raise ValueError(f"{other} was trained with another preprocessing contract than {runs[0]}")
     if tta_lr_flip is not None:
         plan = plan.model_copy(update={"tta_lr_flip": tta_lr_flip})
     final = store / name / version
@@ -36,39 +48,26 @@ def export_bundle(
     staging = store / name / f".{version}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model = build_unet(state["architecture"], state["base_filters"], state.get("depth", 4), len(plan.labels))
-    if weights == "last":
-        trained = keras.saving.load_model(run_dir / "last.keras", compile=False, safe_mode=True)
-        model.set_weights(trained.get_weights())
-    else:
-        model.load_weights(run_dir / f"{weights}.weights.h5")
+    members = [
+        _trained_network(r, weights, len(plan.labels), f"member{i}" if len(runs) > 1 else None)
+        for i, r in enumerate(runs)
+    ]
+    model = members[0] if len(members) == 1 else average_models(members)
     model.save(staging / "model.keras")
     plan.save(staging / "plan.json")
-    data_report = json.loads((run_dir / "data_report.json").read_text())
+    summaries = [_run_summary(r) for r in runs]
     metrics = {
         "bundle": f"{name}:{version}",
         "checkpoint": weights,
-        "training": {
-            k: state.get(k)
-            for k in (
-                "architecture",
-                "base_filters",
-                "loss",
-                "epoch",
-                "samples_seen",
-                "train_seconds",
-                "best_dice",
-                "best_dice_epoch",
-                "best_loss",
-                "best_loss_epoch",
-            )
-        },
+        "training": summaries[0],
         "training_val_dice_note": "mean hard Dice on the model grid over the per-epoch validation subset",
-        "data": data_report,
+        "data": json.loads((runs[0] / "data_report.json").read_text()),
         "validation": None,
     }
+    if len(runs) > 1:
+        metrics["ensemble_members"] = [{"run": str(r), **t} for r, t in zip(runs, summaries, strict=True)]
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log = run_dir / "log.csv"
+    log = runs[0] / "log.csv"
     if log.exists():
         shutil.copy(log, staging / "training_log.csv")
     write_model_card(staging, name, version, metrics, plan)
@@ -77,9 +76,50 @@ def export_bundle(
     return final
 
 
+def _contract(plan) -> dict:
+    return plan.model_dump(exclude={"patch_size_zyx"})
+
+
+def _trained_network(run_dir: Path, weights: str, n_classes: int, name: str | None):
+    """The run's chosen checkpoint in a freshly built, uncompiled network."""
+    import keras
+
+    from training.networks import build_unet
+
+    state = json.loads((run_dir / "state.json").read_text())
+    model = build_unet(state["architecture"], state["base_filters"], state.get("depth", 4), n_classes, name=name)
+    if weights == "last":
+        trained = keras.saving.load_model(run_dir / "last.keras", compile=False, safe_mode=True)
+        model.set_weights(trained.get_weights())
+    else:
+        model.load_weights(run_dir / f"{weights}.weights.h5")
+    return model
+
+
+def _run_summary(run_dir: Path) -> dict:
+    state = json.loads((run_dir / "state.json").read_text())
+    keys = (
+        "architecture",
+        "base_filters",
+        "loss",
+        "epoch",
+        "samples_seen",
+        "train_seconds",
+        "best_dice",
+        "best_dice_epoch",
+        "best_loss",
+        "best_loss_epoch",
+        "init_from",
+        "augment",
+    )
+    return {k: state.get(k) for k in keys}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__)
-    p.add_argument("--run", type=Path, required=True)
+    p.add_argument(
+        "--run", type=Path, required=True, action="append", help="run folder; repeat it to export an ensemble"
+    )
     p.add_argument("--store", type=Path, default=Path("model_store"))
     p.add_argument("--name", default="parotid-unet3d")
     p.add_argument("--version", required=True)
@@ -92,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     tta = None if args.tta is None else args.tta == "on"
-    path = export_bundle(args.run, args.store, args.name, args.version, args.weights, tta)
+    path = export_bundle(
+        args.run if len(args.run) > 1 else args.run[0], args.store, args.name, args.version, args.weights, tta
+    )
     print(f"exported {path}", file=sys.stderr)
     return 0
 

@@ -38,7 +38,7 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "",
         "## What it does",
         "Segments the left and right parotid glands (TG-263 `Parotid_L`, `Parotid_R`) on head-and-neck CT.",
-        f"Network: {tr.get('architecture')} 3D U-Net (Keras 3), {tr.get('base_filters')} base filters, layer",
+        f"Network: {_network_kind(metrics)} (Keras 3), {tr.get('base_filters')} base filters, layer",
         "normalisation, softmax over background / Parotid_R / Parotid_L. Loss: "
         + (
             "0.7 x (1 - modified Dice) + 0.3 x focal (gamma 1, alpha 0.3/0.35/0.35)."
@@ -65,9 +65,7 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "component per gland and fills holes.",
         "",
         "## Training",
-        f"Epochs: {tr.get('epoch')}, patches seen: {tr.get('samples_seen')}, training wall time: "
-        f"{_fmt(tr.get('train_seconds'), 0)} s on 2 CPU cores (PyTorch backend); best per-epoch validation "
-        f"Dice (model grid, subset) {_fmt(tr.get('best_dice'))} at epoch {tr.get('best_dice_epoch')}.",
+        *_training_lines(metrics),
         "",
         "## Measured performance",
     ]
@@ -98,3 +96,57 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "",
     ]
     (bundle / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+def _network_kind(metrics: dict) -> str:
+    members = metrics.get("ensemble_members") or [metrics.get("training", {})]
+    kinds = sorted({str(m.get("architecture")) for m in members})
+    if len(members) == 1:
+        return f"{kinds[0]} 3D U-Net"
+    return f"ensemble of {len(members)} {'/'.join(kinds)} 3D U-Nets"
+
+
+def _training_lines(metrics: dict) -> list[str]:
+    members = metrics.get("ensemble_members") or [metrics.get("training", {})]
+    lines = []
+    if len(members) > 1:
+        lines += [
+            f"The bundle's model is an ensemble: the mean of the softmax outputs of {len(members)} networks trained "
+            "as follows (inference takes about that many times longer than one network).",
+            "",
+        ]
+    for i, tr in enumerate(members):
+        prefix = f"- Member {i + 1} (`{tr.get('run')}`): " if len(members) > 1 else ""
+        lines.append(
+            f"{prefix}Epochs: {tr.get('epoch')}, patches seen: {tr.get('samples_seen')}, training wall time: "
+            f"{_fmt(tr.get('train_seconds'), 0)} s on 2 CPU cores (PyTorch backend); best per-epoch validation "
+            f"Dice (model grid, subset) {_fmt(tr.get('best_dice'))} at epoch {tr.get('best_dice_epoch')}. "
+            + " ".join(_fine_tune_lines(tr))
+        )
+    return lines
+
+
+def _fine_tune_lines(tr: dict) -> list[str]:
+    """Where a run started from another model's weights, say so, with what is known of that model's training."""
+    lines = []
+    init = tr.get("init_from")
+    if init:
+        prior = init.get("training") or {}
+        total = (prior.get("train_seconds") or 0) + (tr.get("train_seconds") or 0)
+        lines.append(
+            f"Fine-tuned from {init.get('bundle') or init.get('source')} (itself trained {prior.get('epoch')} epochs, "
+            f"{prior.get('samples_seen')} patches, {_fmt(prior.get('train_seconds'), 0)} s, same data and splits); "
+            f"these figures are for the fine-tuning alone, {_fmt(total, 0)} s of training in total."
+        )
+    aug = tr.get("augment") or {}
+    if aug:
+        from training.dataset import AugmentConfig
+
+        lo, hi = AugmentConfig().fatty_hu
+        lines.append(
+            f"Augmentation: rotation, scaling, intensity jitter, left-right flip with label swap; background patches "
+            f"centred {'inside the body' if aug.get('background_sampling') == 'body' else 'anywhere in the volume'}; "
+            f"fatty-gland simulation (gland darkened by {-hi:.0f}-{-lo:.0f} HU) with probability "
+            f"{aug.get('p_fatty', 0)} per gland."
+        )
+    return lines

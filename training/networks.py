@@ -37,6 +37,7 @@ def build_unet(
     depth: int = 4,
     n_classes: int = 3,
     max_filters: int = 128,
+    name: str | None = None,
 ) -> keras.Model:
     """A fully convolutional 3D U-Net on (z, y, x, 1) inputs whose sizes are divisible by ``2 ** depth``.
 
@@ -60,4 +61,12 @@ def build_unet(
         x = _res_block(x, filters[lvl], attention, f"dec{lvl}")
     logits = layers.Conv3D(n_classes, 1, padding="same", name="logits")(x)
     out = layers.Activation("softmax", dtype="float32", name="probs")(logits)
-    return keras.Model(inp, out, name=f"parotid_unet3d_{architecture}")
+    return keras.Model(inp, out, name=name or f"parotid_unet3d_{architecture}")
+
+
+def average_models(members: list[keras.Model], name: str = "parotid_unet3d_ensemble") -> keras.Model:
+    """One model whose output is the mean of the members' softmax outputs (members need distinct names)."""
+    inp = keras.Input(shape=(None, None, None, 1), name="ct")
+    outs = [m(inp) for m in members]
+    out = layers.Average(dtype="float32", name="mean_probs")(outs)
+    return keras.Model(inp, out, name=name)

@@ -50,6 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
     p.add_argument("--spacing-mm", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"))
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        default=None,
+        help="fine-tune: start a new run from a bundle folder (its plan and model.keras) or a .keras model file",
+    )
+    p.add_argument("--p-fatty", type=float, default=0.0, help="probability of the fatty-gland augmentation per gland")
+    p.add_argument(
+        "--background-sampling",
+        choices=["body", "volume"],
+        default="body",
+        help="where patches not centred on a gland are centred: inside the body, or anywhere in the volume",
+    )
     p.add_argument("--seed", type=int, default=20261127)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     return p.parse_args(argv)
@@ -75,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
+    init = _init_source(args.init_weights)
     if plan_path.exists():
         plan = Plan.load(plan_path)
     else:
@@ -83,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["patch_size_zyx"] = tuple(args.patch_size)
         if args.spacing_mm:
             overrides["spacing_mm_zyx"] = tuple(args.spacing_mm)
-        plan = Plan(**overrides)
+        base = Plan.load(init["plan"]) if init and init.get("plan") else Plan.model_validate({})
+        plan = base.model_copy(update=overrides)
         plan.save(plan_path)
     syn = args.roi_synonyms
     train_cases, train_report = load_split(args.train_dir, args.format, plan, out / "cache" / "train", syn)
@@ -130,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming after epoch {state['epoch']}", file=sys.stderr)
     else:
         model = build_unet(args.architecture, args.base_filters, args.depth, len(plan.labels))
+        if init:
+            source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
+            model.set_weights(source.get_weights())  # raises on an architecture/width mismatch
+            print(f"initialised from {init['model']}", file=sys.stderr)
         model.compile(
             optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(args.loss), metrics=gland_metrics(plan.labels)
         )
@@ -143,9 +162,15 @@ def main(argv: list[str] | None = None) -> int:
             "loss": args.loss,
             "samples_seen": 0,
             "train_seconds": 0.0,
+            "init_from": init.get("summary") if init else None,
+            "augment": {"p_fatty": args.p_fatty, "background_sampling": args.background_sampling},
         }
     rng = np.random.default_rng(args.seed + state["epoch"])
-    aug = AugmentConfig()
+    aug_state = state.get("augment") or {}
+    aug = AugmentConfig(
+        p_fatty=aug_state.get("p_fatty", args.p_fatty),
+        body_background=aug_state.get("background_sampling", args.background_sampling) == "body",
+    )
     n_classes = len(plan.labels)
 
     def predict(x: np.ndarray) -> np.ndarray:
@@ -215,6 +240,25 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp, state_path)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return 0
+
+
+def _init_source(path: Path | None) -> dict | None:
+    """Where a fine-tuning run starts: the model file, the plan to inherit, and what is known of its training."""
+    if path is None:
+        return None
+    if path.is_dir():
+        model, plan, metrics = path / "model.keras", path / "plan.json", path / "metrics.json"
+        if not model.is_file():
+            raise SystemExit(f"error[BAD_INIT_WEIGHTS]: {path} has no model.keras")
+        summary: dict = {"source": str(path)}
+        if metrics.is_file():
+            prior = json.loads(metrics.read_text())
+            summary["bundle"] = prior.get("bundle")
+            summary["training"] = prior.get("training")
+        return {"model": model, "plan": plan if plan.is_file() else None, "summary": summary}
+    if path.suffix != ".keras" or not path.is_file():
+        raise SystemExit(f"error[BAD_INIT_WEIGHTS]: {path} is neither a bundle folder nor a .keras file")
+    return {"model": path, "plan": None, "summary": {"source": str(path)}}
 
 
 if __name__ == "__main__":

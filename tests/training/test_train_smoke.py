@@ -116,3 +116,41 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     rs = tmp_path / "rs.dcm"
     qa = segment_series(ct_dir, rtstruct_path=rs, model="smoke:0.1.0", store=store)
     assert rs.is_file() and qa.model.name == "smoke"
+
+    # fine-tuning starts from the exported bundle: its plan and weights (lr 0 keeps them, so they must match)
+    tuned = tmp_path / "tuned"
+    ft_common = [*common[:4], "--base-filters", "2", "--steps-per-epoch", "2", "--threads", "1", "--epochs", "1"]
+    ft = _train([*ft_common, "--output", str(tuned), "--lr", "0", "--p-fatty", "0.5", "--init-weights", str(ref.path)])
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    state = json.loads((tuned / "state.json").read_text())
+    assert state["init_from"]["bundle"] == "smoke:0.1.0" and state["augment"]["p_fatty"] == 0.5
+    assert (tuned / "plan.json").read_text() == (ref.path / "plan.json").read_text()
+    import keras
+
+    before = keras.saving.load_model(ref.path / "model.keras", compile=False).get_weights()
+    after = keras.saving.load_model(tuned / "last.keras", compile=False).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    bad = _train([*ft_common, "--output", str(tmp_path / "bad"), "--init-weights", str(tmp_path / "nowhere")])
+    assert bad.returncode != 0 and "BAD_INIT_WEIGHTS" in bad.stderr
+
+    # an ensemble of the two runs: one bundle whose model averages the members' softmax outputs
+    ens = subprocess.run(
+        [sys.executable, "-m", "training.export", "--run", str(run), "--run", str(tuned), "--store", str(store)]
+        + ["--name", "smoke", "--version", "0.2.0", "--weights", "last"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        timeout=300,
+    )
+    assert ens.returncode == 0, ens.stderr[-3000:]
+    ens_ref = resolve_bundle("smoke:0.2.0", store)
+    verify_bundle(ens_ref)
+    metrics = json.loads((ens_ref.path / "metrics.json").read_text())
+    assert len(metrics["ensemble_members"]) == 2
+    assert "ensemble of 2 residual" in (ens_ref.path / "MODEL_CARD.md").read_text()
+    x = np.random.default_rng(0).normal(size=(1, 16, 32, 32, 1)).astype(np.float32)
+    members = [keras.saving.load_model(r / "last.keras", compile=False) for r in (run, tuned)]
+    expected = np.mean([np.asarray(m(x)) for m in members], axis=0)
+    got = np.asarray(keras.saving.load_model(ens_ref.path / "model.keras", compile=False, safe_mode=True)(x))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
