@@ -18,6 +18,8 @@ import hashlib
 import heapq
 import json
 import os
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +38,11 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+        return f"{self.ae_title}@{self.host}:{self.port}" + (" (TLS)" if self.tls else "")
 
 
 @dataclass
@@ -69,8 +72,13 @@ class DeliveryError(RuntimeError):
     pass
 
 
-def send_rtstruct(path: Path, dest: Destination, calling_ae: str, timeout_s: float) -> str:
-    """One attempt: associate, C-ECHO, C-STORE ``path``; returns the stored SOP Instance UID or raises."""
+def send_rtstruct(
+    path: Path, dest: Destination, calling_ae: str, timeout_s: float, tls_context: ssl.SSLContext | None = None
+) -> str:
+    """One attempt: associate, C-ECHO, C-STORE ``path``; returns the stored SOP Instance UID or raises.
+
+    A TLS destination needs ``tls_context`` (it verifies the destination's certificate and host name).
+    """
     from pydicom import dcmread
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
@@ -84,9 +92,19 @@ def send_rtstruct(path: Path, dest: Destination, calling_ae: str, timeout_s: flo
     own_syntax = str(ds.file_meta.TransferSyntaxUID)
     syntaxes = list(dict.fromkeys([own_syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
     ae.add_requested_context(ds.SOPClassUID, syntaxes)
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    tls_args = None
+    if dest.tls:
+        if tls_context is None:
+            raise DeliveryError(f"{dest.label}: TLS requested but the listener has no TLS client context")
+        tls_args = (tls_context, dest.host)
+    try:
+        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args)
+    except (ssl.SSLError, OSError) as exc:  # certificate refused, TLS handshake failed
+        raise DeliveryError(f"association to {dest.label} failed ({exc.__class__.__name__}: {exc})") from exc
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no connection"
+        if not assoc.is_rejected and tls_args is not None:
+            why += _tls_probe(dest, tls_args[0], timeout_s)
         raise DeliveryError(f"association to {dest.label} failed ({why})")
     try:
         echo = assoc.send_c_echo()
@@ -99,6 +117,18 @@ def send_rtstruct(path: Path, dest: Destination, calling_ae: str, timeout_s: flo
         if assoc.is_established:
             assoc.release()
     return str(ds.SOPInstanceUID)
+
+
+def _tls_probe(dest: Destination, ctx: ssl.SSLContext, timeout_s: float) -> str:
+    """Why a TLS connection fails (pynetdicom only logs it): one handshake, reported as '; TLS: <reason>'."""
+    try:
+        with (
+            socket.create_connection((dest.host, dest.port), timeout=timeout_s) as raw,
+            ctx.wrap_socket(raw, server_hostname=dest.host),
+        ):
+            return ""
+    except (ssl.SSLError, OSError) as exc:
+        return f"; TLS: {getattr(exc, 'verify_message', None) or exc}"
 
 
 def _status(ds) -> str:

@@ -9,6 +9,7 @@ are recorded in ``<spool>/active/`` so a restart still delivers their results.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from service.errors import ErrorCode, InputError
 from service.listener.audit import AuditLog
-from service.listener.delivery import DeliveryQueue, Destination
+from service.listener.delivery import DeliveryQueue, Destination, send_rtstruct
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
 from service.listener.scp import StorageHandlers, build_ae, start_server
 from service.listener.settings import ListenerSettings
@@ -47,9 +48,10 @@ def resolve_destination(settings: ListenerSettings, origin: Origin) -> Destinati
     peer = settings.peer(origin.calling_ae)
     if peer is None or peer.return_mode == "none" or peer.return_port is None:
         return None
+    ae = peer.return_ae_title or origin.calling_ae
     if peer.return_mode == "fixed":
-        return Destination(peer.return_ae_title or origin.calling_ae, peer.return_host or "", peer.return_port)
-    return Destination(peer.return_ae_title or origin.calling_ae, origin.peer_host, peer.return_port)
+        return Destination(ae, peer.return_host or "", peer.return_port, tls=peer.return_tls)
+    return Destination(ae, origin.peer_host, peer.return_port, tls=peer.return_tls)
 
 
 class Listener:
@@ -77,6 +79,7 @@ class Listener:
             backoff_max_s=settings.delivery_backoff_max_s,
             timeout_s=settings.delivery_timeout_s,
             workers=settings.delivery_workers,
+            sender=functools.partial(send_rtstruct, tls_context=settings.return_tls_context()),
         )
         self.active_dir = root / "active"
         self.active_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ is a list of tables in TOML, or JSON in ``PAROTID_LISTENER_PEERS``.
 from __future__ import annotations
 
 import os
+import ssl
 import string
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +33,9 @@ class PeerConfig(BaseModel):
 
     ``return_mode``: ``sender`` sends the RTSTRUCT back to the peer address of the association that delivered the
     series, at ``return_port`` (AE title ``return_ae_title``, default the calling AE title); ``fixed`` sends it to
-    ``return_host:return_port`` (a TPS or PACS); ``none`` keeps it in the job store only.
+    ``return_host:return_port`` (a TPS or PACS); ``none`` keeps it in the job store only. ``return_tls`` sends
+    over TLS, verifying the destination's certificate (against ``return_tls_ca_file`` of the listener, else the
+    system's trust store) and its host name or IP address.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,6 +45,7 @@ class PeerConfig(BaseModel):
     return_ae_title: str | None = None
     return_host: str | None = None
     return_port: int | None = Field(None, ge=1, le=65535)
+    return_tls: bool = False
 
     @field_validator("ae_title", "return_ae_title")
     @classmethod
@@ -74,6 +78,9 @@ class ListenerSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None
+    # --- TLS on the return path (peers with return_tls): CA certificates that sign the destinations' certificates
+    # (default: the system's trust store); our tls_cert_file/tls_key_file, when set, is the client certificate
+    return_tls_ca_file: Path | None = None
     # --- storage
     spool_dir: Path = Path("var/listener")
     min_free_disk_mb: float = Field(1024.0, ge=0)
@@ -103,7 +110,7 @@ class ListenerSettings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
         if self.tls_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_ca_file (client certificates) needs tls_cert_file and tls_key_file")
-        for name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+        for name in ("tls_cert_file", "tls_key_file", "tls_ca_file", "return_tls_ca_file"):
             p = getattr(self, name)
             if p is not None and not Path(p).is_file():
                 raise ValueError(f"{name}: {p} is not a file")
@@ -116,6 +123,14 @@ class ListenerSettings(BaseSettings):
                 "no peers configured and allow_unknown_ae is false: every association would be "
                 "rejected; list the calling AE titles in 'peers'"
             )
+        if self.return_tls_ca_file is not None and not any(p.return_tls for p in self.peers):
+            raise ValueError("return_tls_ca_file is set but no peer has return_tls = true")
+        try:
+            self.return_tls_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"return path TLS: cannot load return_tls_ca_file or tls_cert_file/tls_key_file ({exc})"
+            ) from exc
         if self.delivery_backoff_max_s < self.delivery_backoff_s:
             raise ValueError("delivery_backoff_max_s must be >= delivery_backoff_s")
         return self
@@ -135,6 +150,18 @@ class ListenerSettings(BaseSettings):
         """The configuration of an allowed calling AE, or None (unknown AE)."""
         calling_ae = calling_ae.strip()
         return next((p for p in self.peers if p.ae_title == calling_ae), None)
+
+    def return_tls_context(self) -> ssl.SSLContext | None:
+        """The client-side TLS context of the return path (None when no peer uses TLS)."""
+        if not any(p.return_tls for p in self.peers):
+            return None
+        ctx = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(self.return_tls_ca_file) if self.return_tls_ca_file else None
+        )
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            ctx.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
+        return ctx
 
     @property
     def allowed_ae_titles(self) -> list[str]:

@@ -63,12 +63,13 @@ class StoreSCP:
     port: int
     out_dir: Path
     proc: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # e.g. the TLS options
 
     def start(self) -> StoreSCP:
         exe = require_tool("storescp")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [exe, "-aet", self.ae_title, "-od", str(self.out_dir), str(self.port)],
+            [exe, *self.extra_args, "-aet", self.ae_title, "-od", str(self.out_dir), str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -176,11 +177,14 @@ def start_listener(tmp_path: Path, job_service: Any) -> Iterator[Callable[..., A
 
 @pytest.fixture
 def storescp_factory(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
-    """``storescp_factory(ae_title, port=None, start=True)``: a DCMTK storescp writing into its own folder."""
+    """``storescp_factory(ae_title, port=None, start=True, extra_args=())``: a DCMTK storescp writing into its own
+    folder (``extra_args``: more storescp options, e.g. TLS)."""
     peers: list[StoreSCP] = []
 
-    def make(ae_title: str = "TPS", port: int | None = None, start: bool = True) -> StoreSCP:
-        scp = StoreSCP(ae_title, port or free_port(), tmp_path / f"scp_{ae_title}_{len(peers)}")
+    def make(
+        ae_title: str = "TPS", port: int | None = None, start: bool = True, extra_args: tuple[str, ...] = ()
+    ) -> StoreSCP:
+        scp = StoreSCP(ae_title, port or free_port(), tmp_path / f"scp_{ae_title}_{len(peers)}", extra_args=extra_args)
         peers.append(scp)
         return scp.start() if start else scp
 
