@@ -15,6 +15,9 @@ FILTERS ?= 8
 EPOCHS ?= 60
 STEPS ?= 150
 MINUTES ?= 125
+LR ?= 2e-3
+INIT ?=
+TRAIN_ARGS ?=
 RUN ?= runs/parotid-$(ARCH)
 RUNS ?= $(RUN)
 NAME ?= parotid-unet3d
@@ -80,7 +83,8 @@ openkbp-data:
 retrain: venv
 	KERAS_BACKEND=$${KERAS_BACKEND:-torch} $(BIN)/python -m training.train --train-dir $(TRAIN_DIR) \
 	  --val-dir $(VAL_DIR) --format $(FORMAT) --output $(RUN) --architecture $(ARCH) --base-filters $(FILTERS) \
-	  --epochs $(EPOCHS) --steps-per-epoch $(STEPS) --max-minutes $(MINUTES)
+	  --epochs $(EPOCHS) --steps-per-epoch $(STEPS) --max-minutes $(MINUTES) --lr $(LR) \
+	  $(if $(INIT),--init-weights $(INIT)) $(TRAIN_ARGS)
 	$(MAKE) export evaluate RUN=$(RUN) VERSION=$(VERSION)
 
 export: venv

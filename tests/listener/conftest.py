@@ -94,6 +94,31 @@ def run_tool(*cmd: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([require_tool(cmd[0]), *cmd[1:]], capture_output=True, text=True, timeout=timeout_s)
 
 
+def self_signed_cert(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for 127.0.0.1 / localhost made by the openssl CLI, and its key."""
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    made = run_tool(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    )
+    assert made.returncode == 0, made.stderr
+    return cert, key
+
+
 def storescu(port: int, files: list[Path], calling_ae: str = SCANNER_AE, called_ae: str = LISTENER_AE):
     return run_tool("storescu", "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", str(port), *map(str, files))
 

@@ -11,32 +11,7 @@ from pydicom.uid import RTStructureSetStorage
 
 from service.listener.delivery import DeliveryError, Destination, send_rtstruct
 from service.listener.settings import load_settings
-from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, run_tool, wait_for
-
-
-def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate (its own CA) for 127.0.0.1 / localhost, and its key."""
-    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    made = run_tool(
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(cert),
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    )
-    assert made.returncode == 0, made.stderr
-    return cert, key
+from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, run_tool, self_signed_cert, wait_for
 
 
 def _tls_peer(storescp_factory, server: tuple[Path, Path], client_cert: Path | None):
@@ -47,8 +22,8 @@ def _tls_peer(storescp_factory, server: tuple[Path, Path], client_cert: Path | N
 
 
 def test_rtstruct_comes_back_over_mutual_tls(tmp_path, start_listener, storescp_factory, make_series):
-    server = _self_signed(tmp_path, "tps")
-    ours = _self_signed(tmp_path, "parotid")
+    server = self_signed_cert(tmp_path, "tps")
+    ours = self_signed_cert(tmp_path, "parotid")
     tps = _tls_peer(storescp_factory, server, client_cert=ours[0])
     peer = {
         "ae_title": SCANNER_AE,
@@ -84,8 +59,8 @@ def test_rtstruct_comes_back_over_mutual_tls(tmp_path, start_listener, storescp_
 
 
 def test_untrusted_destination_certificate_is_refused(tmp_path, storescp_factory, make_series):
-    server = _self_signed(tmp_path, "tps")
-    impostor_ca, _ = _self_signed(tmp_path, "other")
+    server = self_signed_cert(tmp_path, "tps")
+    impostor_ca, _ = self_signed_cert(tmp_path, "other")
     tps = _tls_peer(storescp_factory, server, client_cert=None)
     file = make_series().files[0]
     dest = Destination("TPS", "127.0.0.1", tps.port, tls=True)
@@ -102,7 +77,7 @@ def test_untrusted_destination_certificate_is_refused(tmp_path, storescp_factory
 def test_tls_destination_never_falls_back_to_plain_tcp(tmp_path, storescp_factory, make_series):
     plain = storescp_factory("TPS")
     file = make_series().files[0]
-    server = _self_signed(tmp_path, "tps")
+    server = self_signed_cert(tmp_path, "tps")
     peers = [{"ae_title": SCANNER_AE, "return_mode": "none", "return_tls": True}]
     ctx = load_settings(spool_dir=tmp_path, peers=peers, return_tls_ca_file=server[0]).return_tls_context()
     with pytest.raises(DeliveryError):

@@ -11,7 +11,15 @@ from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, echoscu, run_tool, storescu, wait_for
+from tests.listener.conftest import (
+    LISTENER_AE,
+    SCANNER_AE,
+    audit,
+    echoscu,
+    self_signed_cert,
+    storescu,
+    wait_for,
+)
 
 
 def associate(port: int, calling_ae: str = SCANNER_AE):
@@ -171,26 +179,7 @@ def test_pixel_data_length_rule_is_the_loaders(make_series) -> None:
 
 
 def test_tls_with_a_self_signed_certificate_and_client_certificates(start_listener, tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = run_tool(
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(cert),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    )
-    assert made.returncode == 0, made.stderr
+    cert, key = self_signed_cert(tmp_path, "localhost")
     listener = start_listener(tls_cert_file=cert, tls_key_file=key)
 
     over_tls = echoscu(listener.port, SCANNER_AE, LISTENER_AE, "+tla", "+cf", str(cert))

@@ -47,6 +47,13 @@ def _train(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+def _export(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    return subprocess.run(
+        [sys.executable, "-m", "training.export", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 @pytest.mark.timeout(900)
 def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -83,26 +90,7 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     assert len((run / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
     store = tmp_path / "store"
-    exp = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.export",
-            "--run",
-            str(run),
-            "--store",
-            str(store),
-            "--name",
-            "smoke",
-            "--version",
-            "0.1.0",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
-        timeout=300,
-    )
+    exp = _export(["--run", str(run), "--store", str(store), "--name", "smoke", "--version", "0.1.0"])
     assert exp.returncode == 0, exp.stderr[-3000:]
     ref = resolve_bundle("smoke:0.1.0", store)
     verify_bundle(ref)
@@ -134,15 +122,8 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "BAD_INIT_WEIGHTS" in bad.stderr
 
     # an ensemble of the two runs: one bundle whose model averages the members' softmax outputs
-    ens = subprocess.run(
-        [sys.executable, "-m", "training.export", "--run", str(run), "--run", str(tuned), "--store", str(store)]
-        + ["--name", "smoke", "--version", "0.2.0", "--weights", "last"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
-        timeout=300,
-    )
+    ens_args = ["--run", str(run), "--run", str(tuned), "--store", str(store), "--name", "smoke", "--version", "0.2.0"]
+    ens = _export([*ens_args, "--weights", "last"])
     assert ens.returncode == 0, ens.stderr[-3000:]
     ens_ref = resolve_bundle("smoke:0.2.0", store)
     verify_bundle(ens_ref)
