@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
 
+    # per-epoch validation without test-time augmentation (half the cost; a fine-tuning run inherits the TTA flag)
+    val_plan = plan.model_copy(update={"tta_lr_flip": False})
     log_path = out / "log.csv"
     budget_s = args.max_minutes * 60.0
 
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             losses.append(float(res["loss"]))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         train_s = time.time() - t0
-        val = validate(predict, val_used, plan)
+        val = validate(predict, val_used, val_plan)
         state["epoch"] = epoch + 1
         state["samples_seen"] += args.steps_per_epoch * args.batch_size
         state["train_seconds"] += time.time() - t0
