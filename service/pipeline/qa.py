@@ -16,7 +16,7 @@ Body midline: the median LPS x of the body voxels (HU > ``body_threshold_hu``, l
 the slab of axial slices spanned by the two glands of the pair. The median of the whole head cross-section is
 robust to a one-sided ear, nose tip or mask fragment.
 
-No patient name or ID is ever written into the report.
+No patient name or ID is ever written into the report. The schema is in ``service.pipeline.qa_schema``.
 """
 
 from __future__ import annotations
@@ -26,133 +26,29 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 
 from service.pipeline import metrics
 from service.pipeline.postprocess import GlandMask
+from service.pipeline.qa_schema import (
+    XYZ,
+    GlandQA,
+    InputSummary,
+    LateralityCheck,
+    ModelInfo,
+    PairQA,
+    QAFlag,
+    QAReport,
+    QAThresholds,
+    ReferenceComparison,
+    Status,
+)
 from service.pipeline.volume import Volume
 
-SCHEMA_VERSION: Literal["1.0"] = "1.0"
-Status = Literal["ok", "review", "fail"]
-XYZ = tuple[float, float, float]
 LR_PAIRS: tuple[tuple[str, str], ...] = (("Parotid_L", "Parotid_R"),)
 _SEVERITY_RANK = {"ok": 0, "review": 1, "fail": 2}
-
-
-class QAThresholds(BaseModel):
-    """Operator-tunable limits for the plausibility flags."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_volume_cc: float = Field(default=5.0, ge=0)
-    max_volume_cc: float = Field(default=80.0, gt=0)
-    min_lr_volume_ratio: float = Field(default=0.5, gt=0)
-    max_lr_volume_ratio: float = Field(default=2.0, gt=0)
-    max_components_before: int = Field(default=3, ge=1)
-    min_largest_component_fraction: float = Field(default=0.8, ge=0, le=1)
-    min_mean_probability: float = Field(default=0.6, ge=0, le=1)
-    body_threshold_hu: float = -500.0
-
-    @model_validator(mode="after")
-    def _ordered(self) -> QAThresholds:
-        if self.min_volume_cc >= self.max_volume_cc:
-            raise ValueError("min_volume_cc must be < max_volume_cc")
-        if self.min_lr_volume_ratio >= self.max_lr_volume_ratio:
-            raise ValueError("min_lr_volume_ratio must be < max_lr_volume_ratio")
-        return self
-
-
-class QAFlag(BaseModel):
-    severity: Literal["review", "fail"]
-    code: str  # stable, e.g. "empty_gland", "laterality_swapped", "volume_out_of_range"
-    gland: str | None = None
-    message: str
-
-
-class InputSummary(BaseModel):
-    series_instance_uid: str | None
-    num_slices: int
-    grid_shape_zyx: tuple[int, int, int]
-    spacing_mm_zyx: XYZ
-    origin_lps_mm: XYZ  # centre of voxel [0, 0, 0]: the most right, anterior, inferior corner of the grid
-    patient_position: str | None  # (0018,5100) Patient Position, e.g. HFS
-
-
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-
-
-class ReferenceComparison(BaseModel):
-    """The gland against a reference mask on the CT grid (NaN metrics are written as null)."""
-
-    reference_roi: str
-    reference_volume_cc: float
-    dice: float | None
-    iou: float | None
-    hd95_mm: float | None
-    mean_surface_distance_mm: float | None
-    volume_difference_cc: float  # predicted - reference
-    volume_difference_pct: float | None  # 100 * (predicted - reference) / reference; null if reference empty
-
-
-class GlandQA(BaseModel):
-    name: str
-    empty: bool
-    voxel_count: int
-    volume_cc: float
-    centroid_lps_mm: XYZ | None
-    extent_min_lps_mm: XYZ | None  # bounding box of the voxel centres, LPS
-    extent_max_lps_mm: XYZ | None
-    components_before_cleanup: int
-    largest_component_fraction: float
-    mean_probability: float  # 0.0 if empty
-    touches_fov_edge: bool
-    fov_edges_touched: list[str]  # of right/left/anterior/posterior/inferior/superior
-    flags: list[str]  # codes of the QAFlags raised for this gland
-    reference: ReferenceComparison | None = None
-
-
-class LateralityCheck(BaseModel):
-    left: str
-    right: str
-    left_minus_right_x_mm: float | None  # > 0 when the left gland is on the patient's left of the right one
-    body_midline_x_mm: float | None
-    left_on_left_side: bool | None
-    right_on_right_side: bool | None
-    passed: bool | None  # None: not evaluable (a gland empty/missing)
-
-
-class PairQA(BaseModel):
-    left: str
-    right: str
-    lr_volume_ratio: float | None  # volume(left) / volume(right); null if either is empty
-    laterality: LateralityCheck
-
-
-class QAReport(BaseModel):
-    schema_version: Literal["1.0"] = SCHEMA_VERSION
-    generated_utc: str
-    intended_use: str = "Research use only. Automatic contours: every contour must be reviewed before clinical use."
-    input: InputSummary
-    model: ModelInfo
-    glands: dict[str, GlandQA]
-    pairs: list[PairQA]
-    status: Status
-    reasons: list[QAFlag]
-    notes: list[str] = Field(default_factory=list)
-    stage_times_s: dict[str, float]
-    thresholds: QAThresholds
-
-    def summary_line(self) -> str:
-        """One line for a preview title or a log: model, version, status and the flag codes."""
-        codes = sorted({f"{f.code}({f.gland})" if f.gland else f.code for f in self.reasons})
-        tail = f": {', '.join(codes)}" if codes else ""
-        return f"{self.model.name} {self.model.version} | QA {self.status.upper()}{tail}"
 
 
 def _finite_or_none(value: float) -> float | None:
