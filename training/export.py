@@ -3,7 +3,8 @@
 Writes ``<store>/<name>/<version>/`` with model.keras (the chosen checkpoint's weights in a freshly built,
 uncompiled network: no optimiser state, no training-only objects), plan.json (the run's preprocessing contract),
 metrics.json, MODEL_CARD.md and SHA256SUMS. The bundle is staged in a temporary folder and renamed into place.
-Repeat ``--run`` to export an ensemble of runs (one model averaging their softmax outputs).
+Repeat ``--run`` to export an ensemble of runs (one model averaging their softmax outputs); an ensemble member
+may also be an exported single-network bundle folder.
 ``training.evaluate --update-bundle`` later adds the measured validation metrics to metrics.json and the card.
 """
 
@@ -61,7 +62,7 @@ def export_bundle(
         "checkpoint": weights,
         "training": summaries[0],
         "training_val_dice_note": "mean hard Dice on the model grid over the per-epoch validation subset",
-        "data": json.loads((runs[0] / "data_report.json").read_text()),
+        "data": _data_report(runs[0]),
         "validation": None,
     }
     if len(runs) > 1:
@@ -86,9 +87,12 @@ def _trained_network(run_dir: Path, weights: str, n_classes: int, name: str | No
 
     from training.networks import build_unet
 
-    state = json.loads((run_dir / "state.json").read_text())
+    state = _run_summary(run_dir)
     model = build_unet(state["architecture"], state["base_filters"], state.get("depth", 4), n_classes, name=name)
-    if weights == "last":
+    if _is_bundle(run_dir):  # an exported single network joins an ensemble as it is
+        trained = keras.saving.load_model(run_dir / "model.keras", compile=False, safe_mode=True)
+        model.set_weights(trained.get_weights())
+    elif weights == "last":
         trained = keras.saving.load_model(run_dir / "last.keras", compile=False, safe_mode=True)
         model.set_weights(trained.get_weights())
     else:
@@ -96,8 +100,21 @@ def _trained_network(run_dir: Path, weights: str, n_classes: int, name: str | No
     return model
 
 
+def _data_report(folder: Path) -> dict:
+    if _is_bundle(folder):
+        return json.loads((folder / "metrics.json").read_text())["data"]
+    return json.loads((folder / "data_report.json").read_text())
+
+
+def _is_bundle(folder: Path) -> bool:
+    return (folder / "model.keras").is_file() and not (folder / "state.json").is_file()
+
+
 def _run_summary(run_dir: Path) -> dict:
-    state = json.loads((run_dir / "state.json").read_text())
+    if _is_bundle(run_dir):
+        state = json.loads((run_dir / "metrics.json").read_text())["training"]
+    else:
+        state = json.loads((run_dir / "state.json").read_text())
     keys = (
         "architecture",
         "base_filters",
@@ -118,7 +135,11 @@ def _run_summary(run_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__)
     p.add_argument(
-        "--run", type=Path, required=True, action="append", help="run folder; repeat it to export an ensemble"
+        "--run",
+        type=Path,
+        required=True,
+        action="append",
+        help="run folder; repeat it to export an ensemble (a member may also be a single-network bundle folder)",
     )
     p.add_argument("--store", type=Path, default=Path("model_store"))
     p.add_argument("--name", default="parotid-unet3d")

@@ -121,17 +121,20 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     bad = _train([*ft_common, "--output", str(tmp_path / "bad"), "--init-weights", str(tmp_path / "nowhere")])
     assert bad.returncode != 0 and "BAD_INIT_WEIGHTS" in bad.stderr
 
-    # an ensemble of the two runs: one bundle whose model averages the members' softmax outputs
-    ens_args = ["--run", str(run), "--run", str(tuned), "--store", str(store), "--name", "smoke", "--version", "0.2.0"]
+    # an ensemble: one bundle whose model averages the members' softmax outputs
+    # the exported bundle 0.1.0 may be a member as it is
+    members = ["--run", str(run), "--run", str(tuned), "--run", str(ref.path)]
+    ens_args = [*members, "--store", str(store), "--name", "smoke", "--version", "0.2.0"]
     ens = _export([*ens_args, "--weights", "last"])
     assert ens.returncode == 0, ens.stderr[-3000:]
     ens_ref = resolve_bundle("smoke:0.2.0", store)
     verify_bundle(ens_ref)
     metrics = json.loads((ens_ref.path / "metrics.json").read_text())
-    assert len(metrics["ensemble_members"]) == 2
-    assert "ensemble of 2 residual" in (ens_ref.path / "MODEL_CARD.md").read_text()
+    assert len(metrics["ensemble_members"]) == 3
+    assert "ensemble of 3 residual" in (ens_ref.path / "MODEL_CARD.md").read_text()
     x = np.random.default_rng(0).normal(size=(1, 16, 32, 32, 1)).astype(np.float32)
     members = [keras.saving.load_model(r / "last.keras", compile=False) for r in (run, tuned)]
+    members.append(keras.saving.load_model(ref.path / "model.keras", compile=False))
     expected = np.mean([np.asarray(m(x)) for m in members], axis=0)
     got = np.asarray(keras.saving.load_model(ens_ref.path / "model.keras", compile=False, safe_mode=True)(x))
     np.testing.assert_allclose(got, expected, atol=1e-5)
