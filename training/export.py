@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def export_bundle(
@@ -57,7 +58,7 @@ def export_bundle(
     model.save(staging / "model.keras")
     plan.save(staging / "plan.json")
     summaries = [_run_summary(r) for r in runs]
-    metrics = {
+    metrics: dict[str, Any] = {
         "bundle": f"{name}:{version}",
         "checkpoint": weights,
         "training": summaries[0],
