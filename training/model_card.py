@@ -126,13 +126,19 @@ def _training_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _total_seconds(tr: dict) -> float:
+    """Training time of a run plus that of the runs it was fine-tuned from, recursively."""
+    prior = (tr.get("init_from") or {}).get("training") or {}
+    return float(tr.get("train_seconds") or 0) + (_total_seconds(prior) if prior else 0.0)
+
+
 def _fine_tune_lines(tr: dict) -> list[str]:
     """Where a run started from another model's weights, say so, with what is known of that model's training."""
     lines = []
     init = tr.get("init_from")
     if init:
         prior = init.get("training") or {}
-        total = (prior.get("train_seconds") or 0) + (tr.get("train_seconds") or 0)
+        total = _total_seconds(tr)
         lines.append(
             f"Fine-tuned from {init.get('bundle') or init.get('source')} (itself trained {prior.get('epoch')} epochs, "
             f"{prior.get('samples_seen')} patches, {_fmt(prior.get('train_seconds'), 0)} s, same data and splits); "

@@ -147,7 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         model = build_unet(args.architecture, args.base_filters, args.depth, len(plan.labels))
         if init:
             source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
-            model.set_weights(source.get_weights())  # raises on an architecture/width mismatch
+            try:
+                model.set_weights(source.get_weights())
+            except ValueError as exc:
+                print(
+                    f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a single network of this architecture, "
+                    f"width and depth ({exc})",
+                    file=sys.stderr,
+                )
+                return 2
             print(f"initialised from {init['model']}", file=sys.stderr)
         model.compile(
             optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(args.loss), metrics=gland_metrics(plan.labels)

@@ -138,3 +138,6 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     expected = np.mean([np.asarray(m(x)) for m in members], axis=0)
     got = np.asarray(keras.saving.load_model(ens_ref.path / "model.keras", compile=False, safe_mode=True)(x))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    # an ensemble is not a single network: fine-tuning from it is refused with a clear error
+    refused = _train([*ft_common, "--output", str(tmp_path / "from_ens"), "--init-weights", str(ens_ref.path)])
+    assert refused.returncode == 2 and "BAD_INIT_WEIGHTS" in refused.stderr and "Traceback" not in refused.stderr
