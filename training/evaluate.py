@@ -85,7 +85,14 @@ def bland_altman(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path, tta: bool | None = None) -> dict:
+def evaluate(
+    bundle: Path,
+    data_dir: Path,
+    fmt: str,
+    out_dir: Path,
+    tta: bool | None = None,
+    sweep_weights: tuple[float, ...] = (),
+) -> dict:
     from service.model_bundle import BundleRef, load_bundle
     from service.pipeline import metrics as M
     from service.pipeline.infer import predict_probabilities, probabilities_to_ct_grid
@@ -101,14 +108,28 @@ def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path, tta: bool | 
     out_dir.mkdir(parents=True, exist_ok=True)
     report = SkipReport({})
     rows: list[dict] = []
+    sweep_rows: list[dict] = []
     times = []
     for case in iter_cases(data_dir, fmt, report):
         t0 = time.perf_counter()
         ct = Volume(case.hu_zyx, case.spacing_mm_zyx, (0.0, 0.0, 0.0))
         probs = predict_probabilities(loaded.predict, preprocess_volume(ct, plan), plan)
         probs_ct = probabilities_to_ct_grid(probs, plan, ct.spacing_mm_zyx, ct.shape_zyx)
-        pred = postprocess(probs_ct, plan.labels)
+        pred = postprocess(probs_ct, plan.labels, plan.background_weight)
         times.append(time.perf_counter() - t0)
+        for weight in sweep_weights:  # the same probabilities under other background weights (no new inference)
+            swept = postprocess(probs_ct, plan.labels, weight)
+            for g in glands:
+                if g in case.masks:
+                    pm, ref = swept[g].mask_zyx, case.masks[g]
+                    sweep_rows.append(
+                        {
+                            "weight": weight,
+                            "gland": g,
+                            "dice": M.dice(pm, ref),
+                            "volume_diff_cc": M.volume_cc(pm, ct.spacing_mm_zyx) - M.volume_cc(ref, ct.spacing_mm_zyx),
+                        }
+                    )
         for g in glands:
             pm = pred[g].mask_zyx
             present = g in case.masks
@@ -144,12 +165,32 @@ def evaluate(bundle: Path, data_dir: Path, fmt: str, out_dir: Path, tta: bool | 
         "skipped": report.skipped,
         "grid": "each patient's native grid",
         "tta_lr_flip": plan.tta_lr_flip,
+        "background_weight": plan.background_weight,
         "summary": _summary(rows, glands),
         "seconds_per_patient_median": float(np.median(times)) if times else None,
     }
+    if sweep_weights:
+        summary["background_weight_sweep"] = _sweep_summary(sweep_rows, glands)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     bland_altman(rows, out_dir / "bland_altman.png")
     return summary
+
+
+def _sweep_summary(rows: list[dict], glands: tuple[str, ...]) -> list[dict]:
+    out = []
+    for w in sorted({r["weight"] for r in rows}, reverse=True):
+        entry: dict = {"background_weight": w}
+        for g in glands:
+            d = np.array([r["dice"] for r in rows if r["weight"] == w and r["gland"] == g])
+            v = np.array([r["volume_diff_cc"] for r in rows if r["weight"] == w and r["gland"] == g])
+            if len(d):
+                entry[g] = {
+                    "dice_median": float(np.median(d)),
+                    "dice_mean": float(np.mean(d)),
+                    "volume_diff_cc_median": float(np.median(v)),
+                }
+        out.append(entry)
+    return out
 
 
 def update_bundle(bundle: Path, summary: dict) -> None:
@@ -177,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         default="plan",
         help="left-right flip test-time augmentation: as the bundle's plan says, or forced on/off",
     )
+    p.add_argument(
+        "--sweep-background-weight",
+        default="",
+        help="comma-separated background weights to also score from the same probabilities (e.g. 1,0.8,0.6); "
+        "the sweep goes into summary.json, the chosen weight into a bundle with `training.export --background-weight`",
+    )
     p.add_argument("--holdout-final-report", action="store_true")
     args = p.parse_args(argv)
     if args.data_dir.name == "test-pats" and not args.holdout_final_report:
@@ -190,13 +237,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_bundle and tta is not None:
         print("error: --update-bundle evaluates the bundle as it is (use --tta plan)", file=sys.stderr)
         return 2
-    summary = evaluate(args.bundle, args.data_dir, args.format, args.output, tta)
+    try:
+        weights = tuple(float(w) for w in args.sweep_background_weight.split(",") if w.strip())
+    except ValueError:
+        print(f"error: --sweep-background-weight {args.sweep_background_weight!r}: numbers expected", file=sys.stderr)
+        return 2
+    if any(not 0 < w <= 1 for w in weights):
+        print("error: background weights must lie in (0, 1]", file=sys.stderr)
+        return 2
+    summary = evaluate(args.bundle, args.data_dir, args.format, args.output, tta, weights)
     for g, s in summary["summary"].items():
         print(
             f"{g}: n={s['n']} Dice median {s['dice_median']:.3f} mean {s['dice_mean']:.3f} "
             f"SD {s['dice_std']:.3f}; HD95 median {s['hd95_mm_median']:.1f} mm",
             file=sys.stderr,
         )
+    for entry in summary.get("background_weight_sweep", []):
+        parts = [f"{g} median {v['dice_median']:.3f}" for g, v in entry.items() if isinstance(v, dict)]
+        print(f"background weight {entry['background_weight']}: " + ", ".join(parts), file=sys.stderr)
     if args.update_bundle:
         update_bundle(args.bundle, summary)
     return 0

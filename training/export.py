@@ -26,6 +26,7 @@ def export_bundle(
     version: str,
     weights: str = "best_dice",
     tta_lr_flip: bool | None = None,
+    background_weight: float | None = None,
 ) -> Path:
     """Export one run, or several (an ensemble: the bundle's model averages their softmax outputs).
 
@@ -44,6 +45,8 @@ def export_bundle(
             raise ValueError(f"{other} was trained with another preprocessing contract than {runs[0]}")
     if tta_lr_flip is not None:
         plan = plan.model_copy(update={"tta_lr_flip": tta_lr_flip})
+    if background_weight is not None:
+        plan = Plan.model_validate({**plan.model_dump(), "background_weight": background_weight})
     final = store / name / version
     if final.exists():
         raise FileExistsError(f"{final} exists: bundles are immutable, choose a new version")
@@ -152,11 +155,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write left-right flip test-time augmentation into the bundle's plan (default: as trained)",
     )
+    p.add_argument(
+        "--background-weight",
+        type=float,
+        default=None,
+        help="postprocessing weight of the background probability in (0, 1] (default: as trained, 1 = argmax)",
+    )
     args = p.parse_args(argv)
     tta = None if args.tta is None else args.tta == "on"
-    path = export_bundle(
-        args.run if len(args.run) > 1 else args.run[0], args.store, args.name, args.version, args.weights, tta
-    )
+    runs = args.run if len(args.run) > 1 else args.run[0]
+    try:
+        path = export_bundle(runs, args.store, args.name, args.version, args.weights, tta, args.background_weight)
+    except (ValueError, FileExistsError) as exc:  # pydantic's ValidationError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"exported {path}", file=sys.stderr)
     return 0
 

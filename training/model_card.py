@@ -62,7 +62,13 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         f"Resampled to {plan.spacing_mm_zyx} mm (z, y, x), HU clipped to {plan.hu_clip} and scaled by "
         f"1/{plan.hu_scale}; training patches {plan.patch_size_zyx}; inference window "
         f"{plan.inference_window_zyx} on the body's bounding box; postprocessing keeps the largest connected "
-        "component per gland and fills holes.",
+        "component per gland and fills holes."
+        + (
+            f" Before the per-voxel argmax the background probability is multiplied by {plan.background_weight} "
+            "(chosen by a sweep on `validation-pats`: the plain argmax under-segmented the glands)."
+            if plan.background_weight != 1.0
+            else ""
+        ),
         "",
         "## Training",
         *_training_lines(metrics),

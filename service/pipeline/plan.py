@@ -35,6 +35,9 @@ class Plan(BaseModel):
     overlap: float = Field(0.5, ge=0.0, lt=1.0)
     # test-time augmentation: average with the prediction of the left-right mirrored volume (gland labels swapped)
     tta_lr_flip: bool = False
+    # postprocessing: the background probability is multiplied by this before the per-voxel argmax; below 1 it
+    # grows the glands (set at export from a sweep on validation-pats, to remove a systematic under-segmentation)
+    background_weight: float = Field(1.0, gt=0.0, le=1.0)
     # every patch dimension must be divisible by this (2 ** number of poolings)
     size_divisor: int = 16
     min_slices: int = Field(16, ge=1)

@@ -2,7 +2,8 @@
 
 Steps, per gland channel ``c >= 1`` of ``probs_zyxc``:
 
-1. **argmax** over the channels (ties go to the lower channel, i.e. to background first);
+1. **argmax** over the channels (ties go to the lower channel, i.e. to background first), the background
+   probability first multiplied by the plan's ``background_weight`` (1: plain argmax; below 1 favours the glands);
 2. **largest connected component** of the voxels labelled ``c``, with **26-connectivity** (voxels touching by a
    face, an edge or a corner are connected). Reason: CT slices are usually 2-3 mm apart against ~1 mm pixels, so a
    thin or oblique part of a gland (the deep lobe, the duct region) often continues on the next slice only
@@ -89,7 +90,15 @@ def clean_mask(label_mask_zyx: np.ndarray) -> tuple[np.ndarray, int, float]:
     return out, int(n), float(sizes[keep - 1] / sizes.sum())
 
 
-def postprocess(probs_zyxc: np.ndarray, labels: Sequence[str]) -> dict[str, GlandMask]:
+def weighted_argmax(probs_zyxc: np.ndarray, background_weight: float = 1.0) -> np.ndarray:
+    """Per-voxel label: the most probable gland where its probability beats ``background_weight`` x the
+    background's, else 0. With weight 1 this is ``np.argmax`` (ties to the lower channel)."""
+    best = np.argmax(probs_zyxc[..., 1:], axis=-1)
+    best_p = np.take_along_axis(probs_zyxc[..., 1:], best[..., None], axis=-1)[..., 0]
+    return np.where(best_p > background_weight * probs_zyxc[..., 0], best + 1, 0)
+
+
+def postprocess(probs_zyxc: np.ndarray, labels: Sequence[str], background_weight: float = 1.0) -> dict[str, GlandMask]:
     """Argmax, largest 26-connected component and hole filling for each gland channel.
 
     ``probs_zyxc`` are class probabilities on the CT grid, channel ``c`` is ``labels[c]`` and ``labels[0]`` must be
@@ -105,7 +114,7 @@ def postprocess(probs_zyxc: np.ndarray, labels: Sequence[str]) -> dict[str, Glan
         raise ValueError(f"labels[0] must be {BACKGROUND!r}, got {labels}")
     if len(set(labels)) != len(labels):
         raise ValueError(f"duplicate labels {labels}")
-    argmax = np.argmax(probs_zyxc, axis=-1)
+    argmax = weighted_argmax(probs_zyxc, background_weight)
     result: dict[str, GlandMask] = {}
     for c, name in enumerate(labels[1:], start=1):
         mask, n_before, fraction = clean_mask(argmax == c)

@@ -78,7 +78,7 @@ def run_segmentation(
     probs = timer.run(
         "resample_back", 0.75, probabilities_to_ct_grid, probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx
     )
-    glands = timer.run("postprocess", 0.8, postprocess, probs, loaded.plan.labels)
+    glands = timer.run("postprocess", 0.8, postprocess, probs, loaded.plan.labels, loaded.plan.background_weight)
     qa = build_qa(
         ct,
         glands,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from service.pipeline.postprocess import GlandMask, postprocess
+from service.pipeline.postprocess import GlandMask, postprocess, weighted_argmax
 
 LABELS = ("background", "Parotid_R", "Parotid_L")
 
@@ -115,6 +115,28 @@ def test_random_blobs_give_one_component_without_axial_holes(seed):
             # no hole under 4- or 8-connected background
             np.testing.assert_array_equal(ndimage.binary_fill_holes(sl), sl)
             np.testing.assert_array_equal(ndimage.binary_fill_holes(sl, structure=np.ones((3, 3))), sl)
+
+
+def test_weight_one_is_plain_argmax_ties_included():
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet((1, 1, 1), size=(6, 7, 8)).astype(np.float32)
+    probs[0, 0, 0] = (0.4, 0.4, 0.2)  # background/gland tie: background
+    probs[0, 0, 1] = (0.2, 0.4, 0.4)  # gland/gland tie: the lower channel
+    np.testing.assert_array_equal(weighted_argmax(probs, 1.0), np.argmax(probs, axis=-1))
+
+
+def test_background_weight_below_one_grows_the_gland_at_its_uncertain_rim():
+    probs = np.zeros((9, 9, 9, 3), dtype=np.float32)
+    probs[..., 0] = 1.0
+    probs[3:6, 3:6, 3:6] = (0.2, 0.8, 0.0)  # confident core
+    rim = np.zeros((9, 9, 9), dtype=bool)
+    rim[2:7, 2:7, 2:7] = True
+    rim[3:6, 3:6, 3:6] = False
+    probs[rim] = (0.6, 0.4, 0.0)  # a shell the network is unsure about
+    assert postprocess(probs, LABELS)["Parotid_R"].mask_zyx.sum() == 27
+    grown = postprocess(probs, LABELS, background_weight=0.6)["Parotid_R"].mask_zyx
+    assert grown.sum() == 125 and grown[rim].all()  # 5x5x5: the shell joins, nothing else
+    assert postprocess(probs, LABELS, background_weight=0.7)["Parotid_R"].mask_zyx.sum() == 27  # 0.4 < 0.7 x 0.6
 
 
 def test_bad_arguments_raise():

@@ -97,6 +97,25 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     card = (ref.path / "MODEL_CARD.md").read_text()
     assert "Research use only" in card and "test-pats" in card
 
+    # make evaluate's code path, with a sweep of the postprocessing background weight; the bundle stays verifiable
+    ev = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--bundle", str(ref.path), "--output", str(tmp_path / "eval")]
+        + ["--data-dir", str(data / "validation-pats"), "--update-bundle", "--sweep-background-weight", "1,0.5"],
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    sweep = summary["background_weight_sweep"]
+    assert [e["background_weight"] for e in sweep] == [1.0, 0.5] and summary["background_weight"] == 1.0
+    for g in ("Parotid_R", "Parotid_L"):  # weight 1 in the sweep is what the bundle itself scored
+        assert sweep[0][g]["dice_median"] == summary["summary"][g]["dice_median"]
+    verify_bundle(ref)
+    assert json.loads((ref.path / "metrics.json").read_text())["validation"]["n_patients"] == 1
+
     hu = np.full((24, 48, 48), -1000.0, dtype=np.float32)
     hu[:, 8:40, 8:40] = 20.0
     ct_dir = tmp_path / "ct"
@@ -125,10 +144,12 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     # the exported bundle 0.1.0 may be a member as it is
     members = ["--run", str(run), "--run", str(tuned), "--run", str(ref.path)]
     ens_args = [*members, "--store", str(store), "--name", "smoke", "--version", "0.2.0"]
-    ens = _export([*ens_args, "--weights", "last"])
+    assert _export([*ens_args, "--background-weight", "1.5"]).returncode == 2  # outside (0, 1]: refused
+    ens = _export([*ens_args, "--weights", "last", "--background-weight", "0.8"])
     assert ens.returncode == 0, ens.stderr[-3000:]
     ens_ref = resolve_bundle("smoke:0.2.0", store)
     verify_bundle(ens_ref)
+    assert json.loads((ens_ref.path / "plan.json").read_text())["background_weight"] == 0.8
     metrics = json.loads((ens_ref.path / "metrics.json").read_text())
     assert len(metrics["ensemble_members"]) == 3
     assert "ensemble of 3 residual" in (ens_ref.path / "MODEL_CARD.md").read_text()
