@@ -96,8 +96,9 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "- Head-and-neck CT only, adult anatomy; unusual anatomy (resected glands, large tumours invading the",
         "  gland, metal artefacts) is not represented and is flagged for review only through the QA checks.",
         "- Fatty (low-density, about -100 HU) glands are segmented poorly or not at all: the training data hold few",
-        "  of them and intensity augmentation is mild (one validation patient got two empty glands; QA flags an",
-        "  empty gland as `fail`).",
+        "  of them, and the fatty-gland augmentation, where a run used it, did not fix it (the one such validation",
+        "  patient gets glands of a few cc or none; QA flags a gland under `min_volume_cc` for review, an empty one",
+        "  as `fail`).",
         "- The QA checks (volume, laterality, components, probability) catch gross failures, not subtle ones.",
         "",
     ]
@@ -125,8 +126,8 @@ def _training_lines(metrics: dict) -> list[str]:
         prefix = f"- Member {i + 1} (`{tr.get('run')}`): " if len(members) > 1 else ""
         lines.append(
             f"{prefix}Epochs: {tr.get('epoch')}, patches seen: {tr.get('samples_seen')}, training wall time: "
-            f"{_fmt(tr.get('train_seconds'), 0)} s on 2 CPU cores (PyTorch backend); best per-epoch validation "
-            f"Dice (model grid, subset) {_fmt(tr.get('best_dice'))} at epoch {tr.get('best_dice_epoch')}. "
+            f"{_fmt(tr.get('train_seconds'), 0)} s on a 2-core CPU machine (PyTorch backend); best per-epoch "
+            f"validation Dice (model grid, subset) {_fmt(tr.get('best_dice'))} at epoch {tr.get('best_dice_epoch')}. "
             + " ".join(_fine_tune_lines(tr))
         )
     return lines
