@@ -30,8 +30,8 @@ def export_bundle(
 ) -> Path:
     """Export one run, or several (an ensemble: the bundle's model averages their softmax outputs).
 
-    Ensemble members must share the preprocessing contract (the plan, apart from the training patch size) so that
-    they see the same input; the first run's plan is written.
+    Ensemble members must share the preprocessing contract (see ``_contract``) so that they see the same input;
+    the first run's plan is written, with ``tta_lr_flip`` and ``background_weight`` as given here.
     """
     from service.model_bundle import write_checksums
     from service.pipeline.plan import Plan
@@ -82,7 +82,9 @@ def export_bundle(
 
 
 def _contract(plan) -> dict:
-    return plan.model_dump(exclude={"patch_size_zyx"})
+    """What ensemble members must share: the input preprocessing and the labels. The training patch size and the
+    serving choices made at export (test-time flip, background weight) may differ between members."""
+    return plan.model_dump(exclude={"patch_size_zyx", "tta_lr_flip", "background_weight"})
 
 
 def _trained_network(run_dir: Path, weights: str, n_classes: int, name: str | None):

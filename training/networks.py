@@ -70,3 +70,37 @@ def average_models(members: list[keras.Model], name: str = "parotid_unet3d_ensem
     outs = [m(inp) for m in members]
     out = layers.Average(dtype="float32", name="mean_probs")(outs)
     return keras.Model(inp, out, name=name)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
+    """Warm start: copy every weighted layer of ``source`` into the layer of ``target`` with the same name.
+
+    ``source`` must be contained in ``target`` (same names, same weight shapes): a network of the same architecture,
+    or a residual network into its attention variant (same layer names; the CBAM blocks are extra). A layer of the
+    source with no counterpart raises ``ValueError`` naming it. CBAM blocks left fresh start with their gates open
+    (zero kernels, positive biases: about 0.95 x identity), so the copied network's function is kept at the start
+    and the attention is learnt from there. Returns the names of the target's layers that were not copied.
+    """
+    by_name = {layer.name: layer for layer in target.layers}
+    copied: set[str] = set()
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        dst = by_name.get(layer.name)
+        if dst is None or [w.shape for w in dst.get_weights()] != [w.shape for w in weights]:
+            raise ValueError(f"layer {layer.name!r} of {source.name} has no counterpart of the same shape")
+        dst.set_weights(weights)
+        copied.add(layer.name)
+    fresh = [layer.name for layer in target.layers if layer.get_weights() and layer.name not in copied]
+    for name in fresh:
+        if isinstance(by_name[name], CBAM3D):
+            _open_gates(by_name[name])
+    return fresh
+
+
+def _open_gates(cbam: CBAM3D, logit: float = 3.0) -> None:
+    """sigmoid(logit) ~ 0.95 for both gates, independent of the input (the channel MLP's bias counts twice)."""
+    for dense_or_conv, bias in ((cbam.mlp2, logit / 2), (cbam.spatial, logit)):
+        kernel, b = dense_or_conv.get_weights()
+        dense_or_conv.set_weights([kernel * 0.0, b * 0.0 + bias])

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.pipeline.plan import Plan
     from training.dataset import AugmentConfig, one_hot, sample_patch
     from training.losses import gland_metrics, make_loss
-    from training.networks import build_unet
+    from training.networks import build_unet, transfer_weights
     from training.prepare import load_split
     from training.validation import validate
 
@@ -148,15 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         if init:
             source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
             try:
-                model.set_weights(source.get_weights())
+                fresh = transfer_weights(source, model)
             except ValueError as exc:
                 print(
-                    f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a single network of this architecture, "
-                    f"width and depth ({exc})",
+                    f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a single network of this width and depth, "
+                    f"nor a residual network for its attention variant ({exc})",
                     file=sys.stderr,
                 )
                 return 2
-            print(f"initialised from {init['model']}", file=sys.stderr)
+            init["summary"]["fresh_layers"] = len(fresh)
+            print(f"initialised from {init['model']} ({len(fresh)} layers not in it start fresh)", file=sys.stderr)
         model.compile(
             optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(args.loss), metrics=gland_metrics(plan.labels)
         )

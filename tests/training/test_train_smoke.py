@@ -139,6 +139,12 @@ def test_train_resume_export_and_serve(tmp_path: Path) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     bad = _train([*ft_common, "--output", str(tmp_path / "bad"), "--init-weights", str(tmp_path / "nowhere")])
     assert bad.returncode != 0 and "BAD_INIT_WEIGHTS" in bad.stderr
+    # the attention variant warm-starts from the residual bundle: copied by layer name, its CBAM blocks fresh
+    att_run = tmp_path / "att"
+    att = _train([*ft_common, "--output", str(att_run), "--architecture", "attention", "--init-weights", str(ref.path)])
+    assert att.returncode == 0, att.stderr[-3000:]
+    att_state = json.loads((att_run / "state.json").read_text())
+    assert att_state["architecture"] == "attention" and att_state["init_from"]["fresh_layers"] > 0
 
     # an ensemble: one bundle whose model averages the members' softmax outputs
     # the exported bundle 0.1.0 may be a member as it is
