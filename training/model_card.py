@@ -151,6 +151,12 @@ def _fine_tune_lines(tr: dict) -> list[str]:
             f"{prior.get('samples_seen')} patches, {_fmt(prior.get('train_seconds'), 0)} s, same data and splits); "
             f"these figures are for the fine-tuning alone, {_fmt(total, 0)} s of training in total."
         )
+        if prior.get("architecture") and prior.get("architecture") != tr.get("architecture"):
+            lines.append(
+                f"That model is a {prior['architecture']} network: its weights were copied by layer name into this "
+                f"{tr.get('architecture')} network, whose {init.get('fresh_layers')} attention blocks started fresh "
+                f"(gates open)."
+            )
     aug = tr.get("augment") or {}
     if aug:
         from training.dataset import AugmentConfig

@@ -67,3 +67,16 @@ def test_ensemble_members_may_differ_in_serving_choices_but_not_in_preprocessing
     with pytest.raises(ValueError, match="another preprocessing contract"):
         export_bundle([first, other], tmp_path / "store", "x", "0.0.1")
     assert not (tmp_path / "store" / "x").exists()
+
+
+def test_the_model_card_says_when_the_architecture_changed_in_a_warm_start() -> None:
+    from training.model_card import _fine_tune_lines
+
+    prior = {"architecture": "residual", "epoch": 21, "samples_seen": 6300, "train_seconds": 100.0}
+    tr = {"architecture": "attention", "train_seconds": 50.0}
+    tr["init_from"] = {"bundle": "parotid-unet3d:1.1.0", "training": prior, "fresh_layers": 9}
+    text = " ".join(_fine_tune_lines(tr))
+    assert "Fine-tuned from parotid-unet3d:1.1.0" in text and "150 s of training in total" in text
+    assert "residual network" in text and "9 attention blocks started fresh" in text
+    same = {**tr, "architecture": "residual"}
+    assert "copied by layer name" not in " ".join(_fine_tune_lines(same))
