@@ -118,7 +118,7 @@ def evaluate(
         pred = postprocess(probs_ct, plan.labels, plan.background_weight)
         times.append(time.perf_counter() - t0)
         for weight in sweep_weights:  # the same probabilities under other background weights (no new inference)
-            swept = postprocess(probs_ct, plan.labels, weight)
+            swept = pred if weight == plan.background_weight else postprocess(probs_ct, plan.labels, weight)
             for g in glands:
                 if g in case.masks:
                     pm, ref = swept[g].mask_zyx, case.masks[g]

@@ -43,10 +43,8 @@ def export_bundle(
     for other in runs[1:]:
         if _contract(Plan.load(other / "plan.json")) != _contract(plan):
             raise ValueError(f"{other} was trained with another preprocessing contract than {runs[0]}")
-    if tta_lr_flip is not None:
-        plan = plan.model_copy(update={"tta_lr_flip": tta_lr_flip})
-    if background_weight is not None:
-        plan = Plan.model_validate({**plan.model_dump(), "background_weight": background_weight})
+    chosen = {"tta_lr_flip": tta_lr_flip, "background_weight": background_weight}
+    plan = Plan.model_validate({**plan.model_dump(), **{k: v for k, v in chosen.items() if v is not None}})
     final = store / name / version
     if final.exists():
         raise FileExistsError(f"{final} exists: bundles are immutable, choose a new version")
