@@ -72,6 +72,7 @@ class Rules(BaseModel):
     min_member_dice: float = 0.7  # a perturbation member agreeing less than this with the consensus
     max_outside_mass_fraction: float = 0.25  # probability mass outside the kept component
     soft_tissue_peak_hu: tuple[float, float] = (-60.0, 120.0)  # calibrated scanners: ~20-60 HU
+    max_darkest_p1_hu: float = -800.0  # the darkest 1 % of voxels (air around the head) must be air
 
 
 class QACalibration(BaseModel):
@@ -273,6 +274,18 @@ def assess_input(inp: Mapping[str, object], cal: QACalibration) -> list[Concern]
                 float(len(cut)),
                 0.0,
                 f"the field of view cuts the body on the {'/'.join(str(c) for c in cut)} side on the gland slices",
+            )
+        )
+    dark = inp.get("darkest_p1_hu")
+    if isinstance(dark, int | float) and dark > cal.rules.max_darkest_p1_hu:
+        concerns.append(
+            Concern(
+                "unusual_hu_calibration",
+                "darkest_p1_hu",
+                float(dark),
+                cal.rules.max_darkest_p1_hu,
+                f"the darkest 1% of the CT is at {dark:.0f} HU, above {cal.rules.max_darkest_p1_hu:g} HU: no air "
+                "in the image, or the rescale slope/intercept was not applied",
             )
         )
     peak = inp.get("soft_tissue_peak_hu")

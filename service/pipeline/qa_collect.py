@@ -18,6 +18,7 @@ from service.pipeline.qa_signals import (
     blanked_slices,
     body_cut_by_fov,
     body_landmarks,
+    darkest_percentile_hu,
     gland_geometry,
     member_disagreement,
     probability_structure,
@@ -50,6 +51,7 @@ def collect_input_signals(
         "blanked_slices_near_glands": near,
         "max_blanked_fraction": max((f for _, f in blanked), default=0.0),
         "soft_tissue_peak_hu": soft_tissue_peak_hu(hu_zyx, body_threshold_hu),
+        "darkest_p1_hu": darkest_percentile_hu(hu_zyx),
         "body_cut_sides": cut,
     }
 

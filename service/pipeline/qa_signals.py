@@ -247,6 +247,12 @@ def soft_tissue_peak_hu(hu_zyx: np.ndarray, body_threshold_hu: float = -500.0) -
     return float(edges[int(np.argmax(smooth))] + 0.5)
 
 
+def darkest_percentile_hu(hu_zyx: np.ndarray, percentile: float = 1.0) -> float:
+    """The ``percentile``-th percentile of all HU values: air (about -1000) or padding below it on a calibrated
+    CT; near 0 when the rescale intercept was not applied (stored values instead of HU)."""
+    return float(np.percentile(np.asarray(hu_zyx), percentile))
+
+
 def body_cut_by_fov(hu_zyx: np.ndarray, z_range: tuple[int, int], body_threshold_hu: float = -500.0) -> list[str]:
     """Sides (``right``/``left``/``anterior``) where the body touches the in-plane edge of the
     field of view on the slices ``z_range``: the reconstruction circle cut the patient there."""

@@ -177,7 +177,7 @@ class JobService:
         self.store.delete(job_id)
 
     def output_path(self, job_id: str, kind: str) -> Path:
-        """``kind``: rtstruct, qa or preview. The file exists once the job succeeded."""
+        """``kind``: rtstruct, qa, preview or uncertainty. The file exists once the job succeeded."""
         return output_files(self.store, job_id)[kind]
 
     def wait(self, job_id: str, *, timeout_s: float, poll_s: float = 0.5) -> JobRecord:
