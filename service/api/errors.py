@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import ErrorDetail, ErrorResponse
 from service.errors import ErrorCode, InputError
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.store import JobNotFound
-from service.worker.dispatcher import DispatchUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from service.api.errors import ERROR_RESPONSES, ApiError
 from service.api.schemas import JobListResponse, JobResponse
 from service.api.uploads import TEXT_FIELDS, UploadLimits, receive_upload
 from service.errors import InputError
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JobRecord, JobState
-from service.worker.dispatcher import DispatchUnavailable
-from service.worker.service import JobService
+from service.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

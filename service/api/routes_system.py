@@ -15,8 +15,8 @@ from service.api.errors import ERROR_RESPONSES
 from service.api.routes_jobs import get_jobs
 from service.api.schemas import Check, HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
 from service.errors import InputError
+from service.jobs.service import JobService
 from service.model_bundle import list_bundles, resolve_bundle, verify_bundle
-from service.worker.service import JobService
 
 router = APIRouter()
 MODEL_CHECK_CACHE_S = 30.0

@@ -28,9 +28,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, Field
 
 from service.config import Settings
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JOB_ID_RE
 from service.jobs.store import JobStore
-from service.worker.dispatcher import DispatchUnavailable
 from service.worker.runner import run_job
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import queue
 import threading
 
 from service.config import Settings
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JobState
 from service.jobs.store import JobStore
-from service.worker.dispatcher import DispatchUnavailable
 from service.worker.runner import run_job
 
 log = logging.getLogger(__name__)

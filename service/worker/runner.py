@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-from pathlib import Path
 
 from service.config import Settings
 from service.errors import InputError
@@ -150,12 +149,3 @@ def _finish_failed(store: JobStore, job_id: str, code: str, message: str) -> Job
     store.remove_inputs(job_id)
     log.warning("job %s: failed %s", job_id, code)
     return JobState.FAILED
-
-
-def output_files(store: JobStore, job_id: str) -> dict[str, Path]:
-    """The output files of a succeeded job by kind (rtstruct, qa, preview)."""
-    return {
-        "rtstruct": store.output_path(job_id, RTSTRUCT_FILE),
-        "qa": store.output_path(job_id, QA_FILE),
-        "preview": store.output_path(job_id, PREVIEW_FILE),
-    }
