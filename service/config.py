@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.errors import ErrorCode, spec_for
 from service.model_bundle import DEFAULT_STORE
 
 GiB = 1024**3
@@ -191,5 +192,5 @@ def config_error(exc: Exception, prefix: str = "PAROTID_") -> int:
         )
     else:
         text = str(exc)
-    print(f"error[CONFIG]: {' '.join(text.split())}", file=sys.stderr)
-    return 2
+    print(f"error[{ErrorCode.CONFIG}]: {' '.join(text.split())}", file=sys.stderr)
+    return spec_for(ErrorCode.CONFIG).exit_status

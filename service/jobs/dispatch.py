@@ -14,15 +14,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from service.config import Settings
+from service.errors import ErrorCode
 from service.jobs.store import JobStore
 
 
 class DispatchUnavailable(Exception):
     """The job cannot be queued now (broker down, queue full); the message says why. HTTP 503."""
 
-    def __init__(self, code: str, message: str, retry_after_s: int = 10) -> None:
+    def __init__(self, code: ErrorCode | str, message: str, retry_after_s: int = 10) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)
         self.message = message
         self.retry_after_s = retry_after_s
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.config import Settings
-from service.errors import InputError
+from service.errors import ErrorCode, InputError, ServiceError
 from service.jobs.dispatch import Dispatcher, DispatcherFactory, DispatchUnavailable
 from service.jobs.ingest import check_reference, check_series, describe_paths, idempotency_key, write_manifest
 from service.jobs.models import INPUT_DIR, PREVIEW_FILE, QA_FILE, REFERENCE_FILE, RTSTRUCT_FILE, JobRecord, JobState
@@ -75,7 +75,7 @@ class JobService:
         free = self.store.free_bytes()
         if free < self.settings.min_free_disk_bytes:
             raise DispatchUnavailable(
-                "INSUFFICIENT_STORAGE",
+                ErrorCode.INSUFFICIENT_STORAGE,
                 f"only {free // 2**20} MiB free for the job store (PAROTID_MIN_FREE_DISK_BYTES "
                 f"{self.settings.min_free_disk_bytes // 2**20} MiB); try again later",
                 retry_after_s=300,
@@ -145,9 +145,10 @@ class JobService:
                 dispatcher="celery" if self.settings.celery_mode else "embedded",
             )
             self.store.create_from_staging(staging, record)
-        except InputError as exc:  # the model store's location is not the client's business
+        except ServiceError as exc:  # the model store's location is not the client's business
             self.store.discard(staging)
-            raise InputError(exc.code, exc.message.replace(str(self.settings.model_store), "the model store")) from None
+            message = exc.message.replace(str(self.settings.model_store), "the model store")
+            raise type(exc)(exc.code, message) from None
         except BaseException:
             self.store.discard(staging)
             raise

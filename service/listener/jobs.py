@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from service.errors import ErrorCode
 from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JobState
 from service.jobs.service import JobService
@@ -58,7 +59,7 @@ class JobBackend(Protocol):
 class SubmitLater(Exception):
     """The job could not be queued now (broker down, queue full, disk full); try again after ``retry_after_s``."""
 
-    def __init__(self, code: str, message: str, retry_after_s: float) -> None:
+    def __init__(self, code: ErrorCode | str, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.code, self.message, self.retry_after_s = code, message, retry_after_s
 
@@ -98,7 +99,7 @@ class ServiceJobBackend:
         try:
             rec = self.service.get_job(job_id)
         except JobNotFound:
-            return JobView(job_id, JobState.FAILED, error_code="JOB_NOT_FOUND", error_message="job deleted")
+            return JobView(job_id, JobState.FAILED, error_code=ErrorCode.JOB_NOT_FOUND, error_message="job deleted")
         rtstruct = self.service.output_path(job_id, "rtstruct") if rec.state == JobState.SUCCEEDED else None
         err = rec.error
         return JobView(job_id, rec.state, rtstruct, err.code if err else None, err.message if err else None)
