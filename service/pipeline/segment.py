@@ -21,6 +21,7 @@ from service.pipeline.qa import QAReport, QAThresholds, build_qa, write_qa_json
 from service.pipeline.rtstruct import write_rtstruct
 from service.pipeline.rtstruct_read import read_rtstruct_masks
 from service.pipeline.series import load_series
+from service.pipeline.stages import PROGRESS_AT, Stage
 from service.pipeline.volume import Volume
 
 Progress = Callable[[str, float], None]  # (stage name, fraction of the job done)
@@ -40,9 +41,9 @@ class _Timer:
         self.times: dict[str, float] = {}
         self.progress = progress
 
-    def run(self, stage: str, frac: float, fn, *args, **kwargs):
+    def run(self, stage: Stage, fn, *args, **kwargs):
         if self.progress:
-            self.progress(stage, frac)
+            self.progress(stage, PROGRESS_AT[stage])
         t0 = time.perf_counter()
         out = fn(*args, **kwargs)
         self.times[stage] = round(time.perf_counter() - t0, 3)
@@ -62,23 +63,23 @@ def run_segmentation(
     """Run every stage in memory; raises ``InputError`` for rejected input before any output exists."""
     timer = _Timer(progress)
     ref = resolve_bundle(model, store)
-    loaded = timer.run("load_model", 0.0, load_bundle, ref)
-    ct = timer.run("read", 0.05, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
+    loaded = timer.run(Stage.LOAD_MODEL, load_bundle, ref)
+    ct = timer.run(Stage.READ, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
     ref_masks = None
     if reference is not None:
         ref_masks = timer.run(
-            "read_reference", 0.1, read_rtstruct_masks, reference, ct, list(loaded.plan.labels[1:]), require_all=False
+            Stage.READ_REFERENCE, read_rtstruct_masks, reference, ct, list(loaded.plan.labels[1:]), require_all=False
         )
     t0 = time.perf_counter()
     if progress:
-        progress("preprocess", 0.15)
+        progress(Stage.PREPROCESS, PROGRESS_AT[Stage.PREPROCESS])
     x = preprocess_volume(ct, loaded.plan)
-    timer.times["preprocess"] = round(time.perf_counter() - t0, 3)
-    probs_model = timer.run("model", 0.2, predict_probabilities, loaded.predict, x, loaded.plan)
+    timer.times[Stage.PREPROCESS] = round(time.perf_counter() - t0, 3)
+    probs_model = timer.run(Stage.MODEL, predict_probabilities, loaded.predict, x, loaded.plan)
     probs = timer.run(
-        "resample_back", 0.75, probabilities_to_ct_grid, probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx
+        Stage.RESAMPLE_BACK, probabilities_to_ct_grid, probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx
     )
-    glands = timer.run("postprocess", 0.8, postprocess, probs, loaded.plan.labels, loaded.plan.background_weight)
+    glands = timer.run(Stage.POSTPROCESS, postprocess, probs, loaded.plan.labels, loaded.plan.background_weight)
     qa = build_qa(
         ct,
         glands,
@@ -107,21 +108,21 @@ def write_outputs(
     times = dict(result.stage_times_s)
     try:
         if progress:
-            progress("rtstruct", 0.85)
+            progress(Stage.RTSTRUCT, PROGRESS_AT[Stage.RTSTRUCT])
         t0 = time.perf_counter()
         tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
         write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version)
         pending.append((tmp_rs, rtstruct_path))
-        times["rtstruct"] = round(time.perf_counter() - t0, 3)
+        times[Stage.RTSTRUCT] = round(time.perf_counter() - t0, 3)
         if preview_path is not None:
             if progress:
-                progress("preview", 0.92)
+                progress(Stage.PREVIEW, PROGRESS_AT[Stage.PREVIEW])
             t0 = time.perf_counter()
             tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
             title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
             write_preview(result.ct, masks, tmp_pv, title=title)
             pending.append((tmp_pv, preview_path))
-            times["preview"] = round(time.perf_counter() - t0, 3)
+            times[Stage.PREVIEW] = round(time.perf_counter() - t0, 3)
         qa = result.qa.model_copy(update={"stage_times_s": times})
         if qa_path is not None:
             tmp_qa = qa_path.with_name(f".{qa_path.name}.partial")
@@ -161,5 +162,5 @@ def segment_series(
     )
     qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress)
     if progress:
-        progress("done", 1.0)
+        progress(Stage.DONE, PROGRESS_AT[Stage.DONE])
     return qa
