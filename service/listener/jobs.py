@@ -20,7 +20,7 @@ from service.jobs.models import JobState
 from service.jobs.service import JobService
 from service.jobs.store import JobNotFound
 
-LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,10 @@ class ServiceJobBackend:
         try:
             counts = self.service.cleanup()
         except Exception as exc:  # noqa: BLE001 - a concurrent clean-up removed something first; next round
-            LOGGER.warning("job store clean-up: %s", type(exc).__name__)
+            log.warning("job store clean-up: %s", type(exc).__name__)
             return
         if any(counts.values()):
-            LOGGER.info("job store clean-up: %s", counts)
+            log.info("job store clean-up: %s", counts)
 
     def close(self) -> None:
         self.service.close()

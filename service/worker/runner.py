@@ -28,6 +28,7 @@ from service.jobs.models import (
 )
 from service.jobs.stats import record_stage_times
 from service.jobs.store import JobNotFound, JobStore
+from service.pipeline.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def _run_locked(
         attempts=record.attempts + 1,
         started_at=utc_now(),
         progress=0.0,
-        stage="starting",
+        stage=Stage.STARTING,
     )
     log.info("job %s: started (attempt %d of %d)", job_id, record.attempts, settings.max_attempts)
     folder = store.job_path(job_id)
@@ -130,7 +131,7 @@ def _run_locked(
         job_id,
         state=JobState.SUCCEEDED,
         progress=1.0,
-        stage="done",
+        stage=Stage.DONE,
         finished_at=utc_now(),
         qa_status=qa.status,
         stage_times_s=times,
