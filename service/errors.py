@@ -87,6 +87,9 @@ class ErrorCode(StrEnum):
     # training command lines
     BAD_TRAINING_DATA = "BAD_TRAINING_DATA"
     BAD_INIT_WEIGHTS = "BAD_INIT_WEIGHTS"
+    BAD_DOSE = "BAD_DOSE"
+    BAD_TOLERANCES = "BAD_TOLERANCES"
+    BAD_OUTPUT_DIR = "BAD_OUTPUT_DIR"
 
 
 # exit status of a command line by category: 2 as for a usage error (the input or the installation must change),
@@ -172,6 +175,9 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     C.INTERNAL_ERROR: _spec(_X, 500, "a bug or an environment problem; the log has the details (by job id)"),
     C.BAD_TRAINING_DATA: _spec(_I, None, "training data that cannot be used (the message names the case)"),
     C.BAD_INIT_WEIGHTS: _spec(_I, None, "--init names no usable network of this width and depth"),
+    C.BAD_DOSE: _spec(_I, None, "an RTDOSE that cannot be used (units, frame of reference, grid; several per patient)"),
+    C.BAD_TOLERANCES: _spec(_I, None, "an acceptance-tolerance file that is unreadable or names unknown criteria"),
+    C.BAD_OUTPUT_DIR: _spec(_I, None, "a report folder inside the model store, or one that cannot be created"),
 }
 
 
