@@ -15,7 +15,8 @@ export class CaseViewer {
       isRadiologicalConvention: true, // patient's right on the screen's left, as planning systems show it
       dragAndDropEnabled: false,
       show3Dcrosshair: false,
-      crosshairColor: [1, 1, 0, 0.5],
+      crosshairColor: [1, 1, 0, 0.4],
+      crosshairWidth: 1,
       isColorbar: false,
       logLevel: "error",
       penSize: 3,
