@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
@@ -38,7 +39,9 @@ from service.worker.service import JobService
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["review"])
-NIFTI = {200: {"content": {"application/gzip": {}}, "description": "gzipped NIfTI-1, RAS voxel order"}}
+NIFTI: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/gzip": {}}, "description": "gzipped NIfTI-1, RAS voxel order"}
+}
 UNCERTAINTY_FILE = "uncertainty.nii.gz"  # written by the QA stage when it estimates uncertainty
 
 

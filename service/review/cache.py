@@ -50,7 +50,12 @@ def glands_of(rtstruct: pydicom.Dataset) -> list[Gland]:
     for n, roi in enumerate(rtstruct.StructureSetROISequence, start=1):
         color = colors.get(int(roi.ROINumber)) or (255, 255, 0)
         out.append(
-            Gland(name=str(roi.ROIName), label=n, roi_number=int(roi.ROINumber), color=tuple(int(c) for c in color))
+            Gland(
+                name=str(roi.ROIName),
+                label=n,
+                roi_number=int(roi.ROINumber),
+                color=(int(color[0]), int(color[1]), int(color[2])),
+            )
         )
     return out
 
