@@ -257,3 +257,41 @@ def test_ui_is_served_offline_ready(embedded_client):
     ):
         assert path in schema, path
     assert not any(p.startswith("/ui") for p in schema)
+
+
+def test_export_corrected_cases_for_retraining(embedded_client, done_job, tmp_path):
+    """Approved corrected cases -> the NIfTI layout training.data.nifti reads, with the corrected masks."""
+    from service.review.export import export_corrected
+    from training.data.nifti import read_case
+
+    client, job_id = embedded_client, done_job["id"]
+    store = client.app.state.jobs.store
+    assert export_corrected(store, tmp_path / "none") == []  # undecided: nothing
+    body = client.get(f"/v1/jobs/{job_id}/review", headers=auth(KEY_ALICE)).json()
+    glands = {g["name"]: g["label"] for g in body["glands"]}
+    masks_img = _nifti(client.get(body["files"]["masks"], headers=auth(KEY_ALICE)).content)
+    labels = ras_to_zyx(np.asanyarray(masks_img.dataobj)).astype(np.uint8)
+    labels[labels == glands["Parotid_R"]] = 0
+    labels[20, 10:14, 20:30] = glands["Parotid_R"]
+    r = client.post(
+        f"/v1/jobs/{job_id}/revisions",
+        data={"base_revision": "0"},
+        files={"mask": ("m.nii", _nifti_upload(labels, masks_img), "application/octet-stream")},
+        headers=auth(KEY_ALICE),
+    )
+    assert r.status_code == 201, r.text
+    ok = client.post(
+        f"/v1/jobs/{job_id}/decision",
+        json={"decision": "approved", "reviewer": "R", "revision": 1},
+        headers=auth(KEY_ALICE),
+    )
+    assert ok.status_code == 201
+    assert export_corrected(store, tmp_path / "bob", owner="bob") == []
+    manifest = export_corrected(store, tmp_path / "out")
+    assert [m["case"] for m in manifest] == [job_id] and manifest[0]["revision"] == 1
+    assert manifest[0]["voxels_added"] == {"Parotid_R": 40}
+    case = read_case(tmp_path / "out" / job_id)
+    hu_expected, _ = oracle_phantom(SERIES_SHAPE_ZYX)
+    assert case.hu_zyx.shape == SERIES_SHAPE_ZYX and np.abs(case.hu_zyx - hu_expected).max() <= 1
+    assert np.array_equal(case.masks["Parotid_R"], labels == glands["Parotid_R"])
+    assert np.array_equal(case.masks["Parotid_L"], labels == glands["Parotid_L"])
