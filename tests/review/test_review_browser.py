@@ -168,6 +168,8 @@ def test_review_correct_approve_and_send(stack, tmp_path: Path):
     tile = fit_image(axial_tile(driver), SERIES_SHAPE_ZYX, SERIES_SPACING_MM_ZYX)
     k = tile[4]
     assert all(masks[n][k].any() for n in masks), f"slice {k} should cross both glands"
+    driver.execute_script("window.reviewApp.viewer.nv.setCrosshairWidth(0)")  # the crosshair crosses the glands
+    time.sleep(0.3)
     shot = screenshot_rgb(driver)
     seen = {}
     for name, mask in masks.items():

@@ -266,6 +266,9 @@ async function decide(decision) {
 
 for (const b of document.querySelectorAll("[data-view]")) b.addEventListener("click", () => state.viewer?.setView(b.dataset.view));
 for (const b of document.querySelectorAll("[data-window]")) b.addEventListener("click", () => state.viewer?.setWindow(b.dataset.window));
+for (const b of document.querySelectorAll("[data-zoom]")) {
+  b.addEventListener("click", () => state.viewer?.setZoom(state.viewer.zoom * (b.dataset.zoom === "in" ? 1.5 : 1 / 1.5)));
+}
 for (const b of document.querySelectorAll("[data-tool]")) b.addEventListener("click", () => setTool(b.dataset.tool));
 $("#pen-structure").addEventListener("change", () => setTool(state.tool));
 $("#opacity").addEventListener("input", (e) => state.viewer?.setOpacity(Number(e.target.value)));
@@ -282,6 +285,7 @@ document.addEventListener("keydown", (e) => {
     ArrowUp: () => v.step(1), ArrowDown: () => v.step(-1),
     a: () => v.setView("axial"), c: () => v.setView("coronal"), s: () => v.setView("sagittal"), m: () => v.setView("multi"),
     1: () => v.setWindow("soft"), 2: () => v.setWindow("bone"),
+    "+": () => v.setZoom(v.zoom * 1.5), "=": () => v.setZoom(v.zoom * 1.5), "-": () => v.setZoom(v.zoom / 1.5), 0: () => v.setZoom(1),
     o: () => { for (const cb of document.querySelectorAll("#structures input")) { cb.checked = !cb.checked; cb.dispatchEvent(new Event("change")); } },
     p: () => setTool("paint"), e: () => setTool("erase"), f: () => setTool("fill"), n: () => setTool("none"),
   };

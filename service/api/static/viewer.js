@@ -38,7 +38,34 @@ export class CaseViewer {
     await this.loadMasks(review.files.masks);
     this.setView("axial");
     this.setOpacity(this.opacity);
+    this.centreOnStructures();
   }
+
+  // put the crosshair at the centre of the structures' voxels (the slices worth looking at first)
+  centreOnStructures() {
+    const bmp = this.nv.drawBitmap, dims = this.nv.back.dims; // dims: [ndim, nx, ny, nz]
+    if (!bmp) return;
+    const nx = dims[1], ny = dims[2];
+    let n = 0, sx = 0, sy = 0, sz = 0;
+    for (let v = 0; v < bmp.length; v++) {
+      if (bmp[v] === 0) continue;
+      n++; sx += v % nx; sy += Math.floor(v / nx) % ny; sz += Math.floor(v / (nx * ny));
+    }
+    if (n) this.setCrosshairVoxel([Math.round(sx / n), Math.round(sy / n), Math.round(sz / n)]);
+  }
+
+  // zoom the 2D views about the crosshair (1 = the whole field of view)
+  setZoom(zoom) {
+    const p = this.nv.scene.pan2Dxyzmm;
+    zoom = Math.min(Math.max(zoom, 1), 10);
+    this.nv.setCrosshairWidth(1 / zoom); // NiiVue scales the crosshair with the zoom
+    if (zoom === 1) { this.nv.setPan2Dxyzmm([0, 0, 0, 1]); return; }
+    const mm = this.nv.frac2mm(this.nv.scene.crosshairPos);
+    const dz = p[3] - zoom;
+    this.nv.setPan2Dxyzmm([p[0] + dz * mm[0], p[1] + dz * mm[1], p[2] + dz * mm[2], zoom]);
+  }
+
+  get zoom() { return this.nv.scene.pan2Dxyzmm[3]; }
 
   async _image(url, name, opts = {}) {
     const buffer = await fetchBytes(url);
