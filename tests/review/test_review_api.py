@@ -295,3 +295,37 @@ def test_export_corrected_cases_for_retraining(embedded_client, done_job, tmp_pa
     assert case.hu_zyx.shape == SERIES_SHAPE_ZYX and np.abs(case.hu_zyx - hu_expected).max() <= 1
     assert np.array_equal(case.masks["Parotid_R"], labels == glands["Parotid_R"])
     assert np.array_equal(case.masks["Parotid_L"], labels == glands["Parotid_L"])
+
+
+def test_reference_and_uncertainty_overlays(embedded_client, done_job, ct_series):
+    """A job given a reference RTSTRUCT serves it as a label map on the CT grid; an uncertainty map the QA stage
+    left in the job's outputs is served and announced."""
+    client, job_id = embedded_client, done_job["id"]
+    body = client.get(f"/v1/jobs/{job_id}/review", headers=auth(KEY_ALICE)).json()
+    assert body["files"]["reference"] is None and body["files"]["uncertainty"] is None
+    assert client.get(f"/v1/jobs/{job_id}/review/reference.nii.gz", headers=auth(KEY_ALICE)).status_code == 404
+    rtstruct = client.get(f"/v1/jobs/{job_id}/rtstruct", headers=auth(KEY_ALICE)).content
+    ref = [("reference", ("clinical_rs.dcm", rtstruct, "application/dicom"))]
+    r = client.post("/v1/jobs", files=ct_series.parts() + ref, headers=auth(KEY_ALICE))
+    assert r.status_code == 202, r.text
+    with_ref = wait_for_job(client, r.json()["id"], KEY_ALICE)
+    assert with_ref["state"] == "succeeded"
+    body2 = client.get(f"/v1/jobs/{with_ref['id']}/review", headers=auth(KEY_ALICE)).json()
+    assert body2["files"]["reference"]
+    ref_labels = ras_to_zyx(
+        np.asanyarray(_nifti(client.get(body2["files"]["reference"], headers=auth(KEY_ALICE)).content).dataobj)
+    )
+    masks = ras_to_zyx(
+        np.asanyarray(_nifti(client.get(body2["files"]["masks"], headers=auth(KEY_ALICE)).content).dataobj)
+    )
+    assert ref_labels.any() and np.array_equal(ref_labels, masks)  # the reference is this result's own RTSTRUCT
+
+    from service.review.nifti import nifti_bytes
+
+    out = client.app.state.jobs.store.output_path(job_id, "uncertainty.nii.gz")
+    out.write_bytes(nifti_bytes(np.zeros(SERIES_SHAPE_ZYX, np.float32), (2.5, 4.0, 4.0), (0.0, 0.0, 0.0)))
+    body = client.get(f"/v1/jobs/{job_id}/review", headers=auth(KEY_ALICE)).json()
+    assert body["files"]["uncertainty"] == f"/v1/jobs/{job_id}/review/uncertainty.nii.gz"
+    got = client.get(body["files"]["uncertainty"], headers=auth(KEY_ALICE))
+    assert got.status_code == 200 and got.content == out.read_bytes()
+    assert client.get(body["files"]["uncertainty"], headers=auth(KEY_BOB)).status_code == 404

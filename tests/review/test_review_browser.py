@@ -229,6 +229,22 @@ def test_review_correct_approve_and_send(stack, tmp_path: Path):
     assert added[:, 2].min() >= 24 and added[:, 2].max() <= 40, added[:, 2]
     assert pydicom.dcmread(case.rtstruct_path(1)).StructureSetROISequence  # a real RTSTRUCT revision
 
+    # --- keyboard shortcuts: views, slices, window presets, zoom
+    from selenium.webdriver.common.keys import Keys
+
+    nv_state = (
+        "const nv = window.reviewApp.viewer.nv; return [nv.opts.sliceType, nv.frac2vox(nv.scene.crosshairPos)[2], "
+        "nv.volumes[0].cal_min, nv.scene.pan2Dxyzmm[3]]"
+    )
+    before = driver.execute_script(nv_state)
+    ActionChains(driver).send_keys("c").perform()
+    assert driver.execute_script(nv_state)[0] == 1  # coronal
+    ActionChains(driver).send_keys("a", Keys.ARROW_UP, Keys.ARROW_UP, "2", "+").perform()
+    after = driver.execute_script(nv_state)
+    assert after[0] == 0 and after[1] == before[1] + 2 and after[2] == -600 and after[3] == pytest.approx(1.5)
+    ActionChains(driver).send_keys("1", "0").perform()
+    assert driver.execute_script(nv_state)[2:] == [-160, 1]
+
     # --- approve (an HTTP job: nothing is sent, and the confirmation says so)
     _decide(driver, "approve", "Nothing is sent")
     assert case.decision().decision == "approved" and case.decision().revision == 1
