@@ -30,12 +30,12 @@ from service.api.review_schemas import (
 )
 from service.api.schemas import JobResponse
 from service.jobs.models import JobRecord, JobState
+from service.jobs.service import JobService
 from service.review.audit import ReviewAudit
 from service.review.cache import CT_FILE, REFERENCE_FILE
 from service.review.nifti import read_label_nifti
 from service.review.settings import ReviewSettings
 from service.review.store import ReviewCase, ReviewError
-from service.worker.service import JobService
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["review"])
@@ -72,7 +72,7 @@ def _route(owner: str) -> tuple[str, str | None]:
 
 
 def _raise(exc: ReviewError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
+    return ApiError(exc.status, str(exc.code), exc.message)
 
 
 @router.get(

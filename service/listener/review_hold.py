@@ -24,7 +24,7 @@ from service.listener.delivery import DeliveryQueue, Destination
 if TYPE_CHECKING:
     from service.listener.listener import ActiveJob
 
-LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class ReviewHolds:
@@ -59,7 +59,7 @@ class ReviewHolds:
             try:
                 decision, path, revision = self.jobs.review_decision(job.job_id)
             except Exception:  # noqa: BLE001 - asked again at the next poll
-                LOGGER.exception("review state of job %s", job.job_id)
+                log.exception("review state of job %s", job.job_id)
                 continue
             dest = job.destination
             assert dest is not None

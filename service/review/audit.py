@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-LOGGER = logging.getLogger("parotid.review.audit")
+log = logging.getLogger("parotid.review.audit")
 ALLOWED_FIELDS = frozenset(
     {
         "job_id",
@@ -49,7 +49,7 @@ class ReviewAudit:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        LOGGER.info("%s", line)
+        log.info("%s", line)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():

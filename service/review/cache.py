@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from service.jobs.store import write_atomic
+from service.fileio import write_atomic
 from service.pipeline.rtstruct_read import read_rtstruct_masks
 from service.pipeline.series import load_series
 from service.pipeline.volume import Volume

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.jobs.store import JobStore, write_atomic
+from service.fileio import write_atomic
+from service.jobs.store import JobStore
 from service.review.cache import CT_FILE
 from service.review.nifti import nifti_bytes, read_nifti_zyx
 from service.review.store import ReviewCase

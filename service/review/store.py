@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from service.errors import ErrorCode, ServiceError
+from service.fileio import write_atomic
 from service.jobs.models import OUTPUT_DIR
 from service.jobs.models import RTSTRUCT_FILE as OUTPUT_RTSTRUCT
-from service.jobs.store import write_atomic
 from service.review.cache import (
     GEOMETRY_FILE,
     MASKS_FILE,
@@ -42,14 +43,16 @@ HOLD_FILE = "hold.json"
 RELEASE_FILE = "release.json"
 
 
-class ReviewError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class ReviewError(ServiceError):
+    """A refused review operation; its HTTP status is the error catalogue's (``service.errors``)."""
+
+    @property
+    def status(self) -> int:
+        return self.spec.http_status or 400
 
 
-def conflict(code: str, message: str) -> ReviewError:
-    return ReviewError(409, code, message)
+def conflict(code: ErrorCode, message: str) -> ReviewError:
+    return ReviewError(code, message)
 
 
 class ReviewCase:
@@ -65,7 +68,7 @@ class ReviewCase:
 
     def geometry(self) -> ReviewGeometry:
         if not self.available:
-            raise ReviewError(404, "REVIEW_NOT_AVAILABLE", f"job {self.job_id} has no review data")
+            raise ReviewError(ErrorCode.REVIEW_NOT_AVAILABLE, f"job {self.job_id} has no review data")
         return ReviewGeometry.model_validate_json((self.dir / GEOMETRY_FILE).read_bytes())
 
     def revisions(self) -> list[Revision]:
@@ -77,13 +80,13 @@ class ReviewCase:
     def latest(self) -> Revision:
         revs = self.revisions()
         if not revs:
-            raise ReviewError(404, "REVIEW_NOT_AVAILABLE", f"job {self.job_id} has no review data")
+            raise ReviewError(ErrorCode.REVIEW_NOT_AVAILABLE, f"job {self.job_id} has no review data")
         return revs[-1]
 
     def revision(self, number: int) -> Revision:
         path = self.dir / REVISIONS_DIR / str(int(number)) / REVISION_FILE
         if not path.is_file():
-            raise ReviewError(404, "REVISION_NOT_FOUND", f"job {self.job_id} has no revision {number}")
+            raise ReviewError(ErrorCode.REVISION_NOT_FOUND, f"job {self.job_id} has no revision {number}")
         return Revision.model_validate_json(path.read_bytes())
 
     def masks_path(self, number: int) -> Path:
@@ -135,17 +138,17 @@ class ReviewCase:
         geometry = self.geometry()
         known = {g.label: g for g in geometry.glands}
         if gland is not None and gland not in {g.name for g in geometry.glands}:
-            raise ReviewError(422, "UNKNOWN_STRUCTURE", f"no structure named {gland!r} in this result")
+            raise ReviewError(ErrorCode.UNKNOWN_STRUCTURE, f"no structure named {gland!r} in this result")
         bad = sorted(set(np.unique(labels_zyx).tolist()) - set(known) - {0})
         if bad:
-            raise ReviewError(422, "BAD_LABEL", f"label value(s) {bad} name no structure (known: {sorted(known)})")
+            raise ReviewError(ErrorCode.BAD_LABEL, f"label value(s) {bad} name no structure (known: {sorted(known)})")
         with self._locked():
             if self.decision() is not None:
-                raise conflict("REVIEW_DECIDED", f"job {self.job_id} was already {self.decision().decision}")  # type: ignore[union-attr]
+                raise conflict(ErrorCode.REVIEW_DECIDED, f"job {self.job_id} was already {self.decision().decision}")  # type: ignore[union-attr]
             latest = self.latest()
             base_labels = read_nifti_zyx(self.masks_path(base)) if base <= latest.number else None
             if base_labels is None:
-                raise ReviewError(404, "REVISION_NOT_FOUND", f"job {self.job_id} has no revision {base}")
+                raise ReviewError(ErrorCode.REVISION_NOT_FOUND, f"job {self.job_id} has no revision {base}")
             new = labels_zyx.astype(np.uint8)
             if gland is not None:
                 g = next(x for x in geometry.glands if x.name == gland)
@@ -157,7 +160,7 @@ class ReviewCase:
                 if latest.base == base and np.array_equal(latest_labels, new):
                     return latest, False  # the same edit, sent again
                 raise conflict(
-                    "REVISION_STALE",
+                    ErrorCode.REVISION_STALE,
                     f"revision {base} is not the latest (revision {latest.number} was saved at "
                     f"{latest.created_at:%H:%M:%S} by {latest.author}); reload and edit the latest",
                 )
@@ -169,7 +172,7 @@ class ReviewCase:
             }
             edited = {name for name in added if added[name] or removed[name]}
             if not edited:
-                raise ReviewError(422, "NO_CHANGE", f"the mask equals revision {base}; nothing to save")
+                raise ReviewError(ErrorCode.NO_CHANGE, f"the mask equals revision {base}; nothing to save")
             number = latest.number + 1
             masks = {g.name: new == g.label for g in geometry.glands}
             original = pydicom.dcmread(self.rtstruct_path(0))
@@ -208,14 +211,15 @@ class ReviewCase:
                 if existing.decision == decision and existing.revision == revision:
                     return existing, False
                 raise conflict(
-                    "REVIEW_DECIDED",
+                    ErrorCode.REVIEW_DECIDED,
                     f"job {self.job_id} was already {existing.decision} (revision {existing.revision}) by "
                     f"{existing.reviewer}; a decision is final",
                 )
             latest = self.latest()
             if revision != latest.number:
                 raise conflict(
-                    "REVISION_STALE", f"revision {revision} is not the latest (revision {latest.number}); reload"
+                    ErrorCode.REVISION_STALE,
+                    f"revision {revision} is not the latest (revision {latest.number}); reload",
                 )
             approved_uid = None
             if decision == "approved" and mark_approved:
