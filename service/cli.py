@@ -25,6 +25,10 @@ APPS = {
     "serve": ("service.api.app_cli", "run the HTTP API (embedded worker pool unless PAROTID_BROKER_URL is set)"),
     "worker": ("service.worker.app_cli", "run a Celery worker (one process; the model is loaded lazily once)"),
     "listen": ("service.listener.app_cli", "run the DICOM listener (C-STORE SCP, C-ECHO) and send results back"),
+    "review-export": (
+        "service.review.export",
+        "export approved, corrected cases as NIfTI for make retrain FORMAT=nifti",
+    ),
 }
 
 
