@@ -79,7 +79,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
     """RTSTRUCT (+ QA, preview) and a DICOM SEG and/or NIfTI masks from the same masks; on any error none stays."""
-    from service.pipeline.mask_exports import write_nifti_masks, write_seg
+    from service.exports import write_nifti_masks, write_seg
     from service.pipeline.segment import run_segmentation, write_outputs
 
     result = run_segmentation(

@@ -66,14 +66,17 @@ def test_seg_and_nifti_hold_the_pipelines_masks(oracle_store: Path, tmp_path: Pa
     for g in masks:
         assert np.array_equal(back[g], masks[g]), g
 
+    from service.review.nifti import ras_affine, ras_to_zyx
+
     for g, m in masks.items():
         img = nib.load(f"{prefix}_{g}.nii.gz")
         data = np.asarray(img.dataobj)
-        assert data.dtype == np.uint8 and np.array_equal(data.transpose(2, 1, 0).astype(bool), m), g
-        # voxel (0, 0, 0) sits at the CT origin, in RAS (x and y negated from LPS)
+        assert data.dtype == np.uint8 and np.array_equal(ras_to_zyx(data).astype(bool), m), g
+        np.testing.assert_allclose(img.affine, ras_affine(m.shape, result.ct.spacing_mm_zyx, result.ct.origin_lps))
+        # the voxel at the CT's origin (canonical index 0, 0, 0) lies at its LPS position, in RAS
         ox, oy, oz = result.ct.origin_lps
-        np.testing.assert_allclose(img.affine @ [0, 0, 0, 1], [-ox, -oy, oz, 1])
-        np.testing.assert_allclose(img.header.get_zooms(), [4.0, 4.0, 2.5])
+        i, j = m.shape[2] - 1, m.shape[1] - 1  # RAS voxel order runs against canonical x and y
+        np.testing.assert_allclose(img.affine @ [i, j, 0, 1], [-ox, -oy, oz, 1])
 
 
 def test_a_failed_run_leaves_no_research_output(oracle_store: Path, tmp_path: Path) -> None:

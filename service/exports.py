@@ -5,9 +5,9 @@
   highdicom places each frame by its position in the CT's Frame of Reference whatever the patient position.
   Segmented property: SCT 45289007 "Parotid gland" (category SCT 91723000 "Anatomical Structure"); the segment
   label is the TG-263 name; algorithm type AUTOMATIC, family "Artificial Intelligence", named after the bundle.
-- **NIfTI** (``<prefix>_<gland>.nii.gz``, uint8 0/1): axes i, j, k = the canonical x, y, z (patient's left,
-  posterior, superior) and an affine to nibabel's RAS+ world (x and y negated from LPS), so a viewer overlays them
-  on the CT in place.
+- **NIfTI** (``<prefix>_<gland>.nii.gz``, uint8 0/1), written by :func:`service.review.nifti.nifti_bytes`: RAS+
+  voxel order with a diagonal affine, the layout the review workstation and ``training.data.nifti`` read, so a
+  viewer overlays them on the CT in place.
 
 Both are written atomically (temporary file, then rename).
 """
@@ -93,25 +93,14 @@ def write_seg(path: Path, ct: Volume, masks: dict[str, np.ndarray], *, model_nam
     write_atomic(Path(path), buf.getvalue(), mode=default_file_mode())
 
 
-def nifti_affine_ras(ct: Volume) -> np.ndarray:
-    """4x4 affine from NIfTI (i, j, k) = canonical (x, y, z) indices to RAS+ mm."""
-    sz, sy, sx = ct.spacing_mm_zyx
-    ox, oy, oz = ct.origin_lps
-    return np.array([[-sx, 0, 0, -ox], [0, -sy, 0, -oy], [0, 0, sz, oz], [0, 0, 0, 1]], dtype=np.float64)
-
-
 def write_nifti_masks(prefix: Path, ct: Volume, masks: dict[str, np.ndarray]) -> list[Path]:
-    """``<prefix>_<gland>.nii.gz`` per gland; returns the paths."""
-    import gzip
-
-    import nibabel as nib
+    """``<prefix>_<gland>.nii.gz`` per gland (uint8 0/1, the review workstation's NIfTI layout); returns the paths."""
+    from service.review.nifti import nifti_bytes
 
     paths = []
     for name, mask in masks.items():
-        data = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8).transpose(2, 1, 0))
-        img = nib.Nifti1Image(data, nifti_affine_ras(ct))  # type: ignore[no-untyped-call]
-        img.header.set_xyzt_units("mm")  # type: ignore[no-untyped-call]
         path = Path(f"{prefix}_{name}.nii.gz")
-        write_atomic(path, gzip.compress(img.to_bytes(), mtime=0), mode=default_file_mode())
+        data = nifti_bytes(np.asarray(mask, dtype=np.uint8), ct.spacing_mm_zyx, ct.origin_lps)
+        write_atomic(path, data, mode=default_file_mode())
         paths.append(path)
     return paths
