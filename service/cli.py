@@ -1,6 +1,7 @@
 """``parotid-seg``: the command-line entry point.
 
-Subcommands: ``segment`` (the pipeline, no server), ``models list|promote``, and the apps ``serve`` (HTTP API),
+Subcommands: ``segment`` (the pipeline, no server), ``evaluate`` (commissioning report on a folder of patients),
+``models list|promote``, and the apps ``serve`` (HTTP API),
 ``worker`` (Celery worker) and ``listen`` (DICOM listener). Each app lives in its own module exposing
 ``configure(parser)`` and ``run(args) -> int``, imported only when its subcommand runs.
 
@@ -14,13 +15,21 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.errors import InputError
+from service.errors import ErrorCode, InputError, ServiceError
+
+if TYPE_CHECKING:
+    from service.pipeline.qa import QAReport
 
 APPS = {
     "serve": ("service.api.app_cli", "run the HTTP API (embedded worker pool unless PAROTID_BROKER_URL is set)"),
     "worker": ("service.worker.app_cli", "run a Celery worker (one process; the model is loaded lazily once)"),
     "listen": ("service.listener.app_cli", "run the DICOM listener (C-STORE SCP, C-ECHO) and send results back"),
+    "review-export": (
+        "service.review.export",
+        "export approved, corrected cases as NIfTI for make retrain FORMAT=nifti",
+    ),
 }
 
 
@@ -31,21 +40,38 @@ def _progress(stage: str, frac: float) -> None:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from service.pipeline.segment import segment_series
 
-    for p in (args.output, args.qa, args.preview, args.uncertainty):
+    if args.batch is not None:
+        from service.batch_segment import segment_batch
+
+        for flag in ("qa", "preview", "reference", "series_uid", "seg", "nifti", "uncertainty"):
+            if getattr(args, flag) is not None:
+                raise InputError(ErrorCode.BAD_REQUEST, f"--{flag.replace('_', '-')} is for one series, not --batch")
+        return segment_batch(
+            [Path(p) for p in args.ct_dir],
+            args.batch,
+            model=args.model,
+            store=args.model_store,
+            progress=None if args.quiet else _batch_progress,
+        )
+
+    for p in (args.output, args.qa, args.preview, args.seg, args.nifti, args.uncertainty):
         if p is not None and not p.parent.is_dir():
-            raise InputError("EMPTY_INPUT", f"{p.parent}: output folder does not exist")
-    qa = segment_series(
-        [Path(p) for p in args.ct_dir],
-        rtstruct_path=args.output,
-        qa_path=args.qa,
-        preview_path=args.preview,
-        uncertainty_path=args.uncertainty,
-        model=args.model,
-        reference=args.reference,
-        series_uid=args.series_uid,
-        store=args.model_store,
-        progress=None if args.quiet else _progress,
-    )
+            raise InputError(ErrorCode.EMPTY_INPUT, f"{p.parent}: output folder does not exist")
+    if args.seg is not None or args.nifti is not None:
+        qa = _segment_with_research_outputs(args)
+    else:
+        qa = segment_series(
+            [Path(p) for p in args.ct_dir],
+            rtstruct_path=args.output,
+            qa_path=args.qa,
+            preview_path=args.preview,
+            uncertainty_path=args.uncertainty,
+            model=args.model,
+            reference=args.reference,
+            series_uid=args.series_uid,
+            store=args.model_store,
+            progress=None if args.quiet else _progress,
+        )
     summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
     print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
     for r in qa.reasons:
@@ -62,6 +88,63 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(f"QA status {qa.status} meets --fail-on-qa {args.fail_on_qa}: exit 3", file=sys.stderr)
         return 3
     return 0
+
+
+def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
+    """RTSTRUCT (+ QA, preview) and a DICOM SEG and/or NIfTI masks from the same masks; on any error none stays."""
+    from service.exports import write_nifti_masks, write_seg
+    from service.pipeline.segment import run_segmentation, write_outputs
+
+    result = run_segmentation(
+        [Path(p) for p in args.ct_dir],
+        model=args.model,
+        reference=args.reference,
+        series_uid=args.series_uid,
+        store=args.model_store,
+        progress=None if args.quiet else _progress,
+    )
+    masks = {name: g.mask_zyx for name, g in result.glands.items()}
+    ref = result.model.ref
+    written: list[Path] = []
+    try:
+        if args.seg is not None:
+            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version)
+            written.append(args.seg)
+        if args.nifti is not None:
+            written += write_nifti_masks(args.nifti, result.ct, masks)
+        return write_outputs(result, args.output, args.qa, args.preview, None, args.uncertainty)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from service.commission.batch import run_commissioning
+
+    summary = run_commissioning(
+        args.data_dir,
+        args.output,
+        model=args.model,
+        store=args.model_store,
+        tolerances=args.tolerances,
+        synonyms=args.roi_synonyms,
+        progress=None if args.quiet else _batch_progress,
+    )
+    v = summary["verdict"]
+    print(
+        f"{summary['n_patients']} patients evaluated, {len(summary['failed'])} failed; acceptance verdict: "
+        f"{v['result'].upper()}; report: {args.output / 'report.html'}",
+        file=sys.stderr,
+    )
+    for c in v["checks"]:
+        if c["result"] != "pass":
+            print(f"  {c['result']}: {c['criterion']} ({c['what']}: {c['value']} vs {c['limit']})", file=sys.stderr)
+    return 0
+
+
+def _batch_progress(i: int, n: int, name: str, text: str) -> None:
+    print(f"[{i}/{n}] {name}: {text}", file=sys.stderr, flush=True)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -91,10 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="model store folder")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG)")
+    seg = sub.add_parser(
+        "segment",
+        help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG), or every series (--batch)",
+    )
     seg.add_argument("ct_dir", nargs="+", help="folder(s) searched recursively, or DICOM files")
-    seg.add_argument("--output", type=Path, required=True, help="RTSTRUCT file to write")
+    out = seg.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", type=Path, help="RTSTRUCT file to write")
+    out.add_argument(
+        "--batch",
+        type=Path,
+        metavar="OUT_DIR",
+        help="segment every CT series under the inputs: OUT_DIR/series_NNN/{rtstruct.dcm,qa.json,preview.png} and "
+        "OUT_DIR/summary.csv; exit 0 all done, 3 some failed, 2 none",
+    )
     seg.add_argument("--qa", type=Path, help="QA JSON file to write")
+    seg.add_argument("--seg", type=Path, help="also write the masks as a DICOM SEG (research pipelines)")
+    seg.add_argument("--nifti", type=Path, metavar="PREFIX", help="also write PREFIX_<gland>.nii.gz masks")
     seg.add_argument("--preview", type=Path, help="preview PNG file to write")
     seg.add_argument("--uncertainty", type=_nifti_path, help="uncertainty map to write (NIfTI, name ending .nii.gz)")
     seg.add_argument(
@@ -107,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--series-uid", help="SeriesInstanceUID to use when the input holds several CT series")
     seg.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     seg.set_defaults(func=_cmd_segment)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="commission a bundle on a folder of patients (CT + reference RTSTRUCT [+ RTDOSE]): HTML/CSV/JSON report",
+    )
+    ev.add_argument("data_dir", type=Path, help="folder with one sub-folder per patient")
+    ev.add_argument("--output", type=Path, required=True, help="report folder (created; reused to resume)")
+    ev.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
+    ev.add_argument("--tolerances", type=Path, help="JSON acceptance criteria (see docs/commissioning.md)")
+    ev.add_argument("--roi-synonyms", type=Path, help='JSON {"Parotid_L": [...], "Parotid_R": [...]} ROI names')
+    ev.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ev.set_defaults(func=_cmd_evaluate)
 
     models = sub.add_parser("models", help="list the model bundles or promote one to be the default")
     msub = models.add_subparsers(dest="models_cmd", required=True)
@@ -133,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "app_module"):
             return int(importlib.import_module(args.app_module).run(args))
         return int(args.func(args))
-    except InputError as exc:
+    except ServiceError as exc:  # the input, or the installation (model store)
         print(exc.one_line(), file=sys.stderr)
-        return 2
+        return exc.spec.exit_status
     except KeyboardInterrupt:
         return 130
 

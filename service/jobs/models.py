@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,15 +37,6 @@ class JobState(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (JobState.SUCCEEDED, JobState.FAILED)
-
-
-class JobFailure(StrEnum):
-    """Codes of failures that are not input errors (input errors keep their ``service.errors.ErrorCode``)."""
-
-    WORKER_LOST = "WORKER_LOST"  # started max_attempts times, the worker died each time
-    TIMEOUT = "TIMEOUT"  # over the job time limit
-    STALLED = "STALLED"  # running without progress for longer than a redelivery could take
-    INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug or an environment problem; details in the worker log
 
 
 class JobError(BaseModel):
@@ -85,3 +76,5 @@ class JobRecord(BaseModel):
     # per gland: status (ok/review/fail), p_poor, predicted_dice, review_threshold, flags (QA schema 1.1)
     qa_glands: dict[str, dict] = Field(default_factory=dict)
     stage_times_s: dict[str, float] = Field(default_factory=dict)
+    # the review workstation's summary (service.api.routes_review): revisions, decision, reviewer, time, comment
+    review: dict[str, Any] | None = None

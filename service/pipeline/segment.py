@@ -8,8 +8,7 @@ only when all of them are complete, so a rejected input never leaves a file behi
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +25,8 @@ from service.pipeline.qa_verdict import rtstruct_texts
 from service.pipeline.rtstruct import write_rtstruct
 from service.pipeline.rtstruct_read import read_rtstruct_masks
 from service.pipeline.series import load_series
+from service.pipeline.stages import PROGRESS_AT, Progress, Stage, StageTimer
 from service.pipeline.volume import Volume
-
-Progress = Callable[[str, float], None]  # (stage name, fraction of the job done)
 
 
 @dataclass
@@ -39,20 +37,6 @@ class SegmentationResult:
     model: LoadedModel
     stage_times_s: dict[str, float] = field(default_factory=dict)
     uncertainty_zyx: np.ndarray | None = None  # float32 in [0, 1] on the CT grid (see qa_perturb)
-
-
-class _Timer:
-    def __init__(self, progress: Progress | None) -> None:
-        self.times: dict[str, float] = {}
-        self.progress = progress
-
-    def run(self, stage: str, frac: float, fn, *args, **kwargs):
-        if self.progress:
-            self.progress(stage, frac)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.times[stage] = round(time.perf_counter() - t0, 3)
-        return out
 
 
 def run_segmentation(
@@ -70,54 +54,48 @@ def run_segmentation(
 
     ``perturbations``: the QA's extra test-time members (one network pass each); None = the bundle's QA
     calibration's list (the built-in default without one), ``()`` = none. They never change the contours."""
-    timer = _Timer(progress)
+    timer = StageTimer(progress)
     ref = resolve_bundle(model, store)
-    loaded = timer.run("load_model", 0.0, load_bundle, ref)
-    ct = timer.run("read", 0.05, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
+    with timer.stage(Stage.LOAD_MODEL):
+        loaded = load_bundle(ref)
+    plan = loaded.plan
+    with timer.stage(Stage.READ):
+        ct = load_series(inputs, series_uid=series_uid, min_slices=plan.min_slices)
     ref_masks = None
     if reference is not None:
-        ref_masks = timer.run(
-            "read_reference", 0.1, read_rtstruct_masks, reference, ct, list(loaded.plan.labels[1:]), require_all=False
-        )
-    t0 = time.perf_counter()
-    if progress:
-        progress("preprocess", 0.15)
-    x = preprocess_volume(ct, loaded.plan)
-    timer.times["preprocess"] = round(time.perf_counter() - t0, 3)
+        with timer.stage(Stage.READ_REFERENCE):
+            ref_masks = read_rtstruct_masks(reference, ct, list(plan.labels[1:]), require_all=False)
+    with timer.stage(Stage.PREPROCESS):
+        x = preprocess_volume(ct, plan)
     calibration = load_calibration(ref.path)
     if perturbations is None:
         perturbations = calibration.perturbations if calibration else DEFAULT_PERTURBATIONS
-    members = timer.run("model", 0.2, predict_with_members, loaded.predict, x, loaded.plan, tuple(perturbations))
-    probs = timer.run(
-        "resample_back",
-        0.75,
-        probabilities_to_ct_grid,
-        members.probs_zyxc,
-        loaded.plan,
-        ct.spacing_mm_zyx,
-        ct.shape_zyx,
-    )
-    uncertainty = resample_back(members.uncertainty_zyx, loaded.plan.spacing_mm_zyx, ct.spacing_mm_zyx, ct.shape_zyx)
-    glands = timer.run("postprocess", 0.8, postprocess, probs, loaded.plan.labels, loaded.plan.background_weight)
-    t0 = time.perf_counter()
-    qa = build_qa(
-        ct,
-        glands,
-        model_name=ref.name,
-        model_version=ref.version,
-        stage_times_s=timer.times,
-        reference=ref_masks,
-        thresholds=thresholds,
-        probs_ct_zyxc=probs,
-        labels=loaded.plan.labels,
-        members=members,
-        uncertainty_ct_zyx=uncertainty,
-        calibration=calibration,
-        background_weight=loaded.plan.background_weight,
-    )
-    timer.times["qa"] = round(time.perf_counter() - t0, 3)
-    qa.stage_times_s["qa"] = timer.times["qa"]
-    return SegmentationResult(ct, glands, qa, loaded, timer.times, np.asarray(uncertainty, dtype=np.float32))
+    with timer.stage(Stage.MODEL):
+        members = predict_with_members(loaded.predict, x, plan, tuple(perturbations))
+    with timer.stage(Stage.RESAMPLE_BACK):
+        probs = probabilities_to_ct_grid(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx)
+        uncertainty = resample_back(members.uncertainty_zyx, plan.spacing_mm_zyx, ct.spacing_mm_zyx, ct.shape_zyx)
+    with timer.stage(Stage.POSTPROCESS):
+        glands = postprocess(probs, plan.labels, plan.background_weight)
+    with timer.stage(Stage.QA):
+        qa = build_qa(
+            ct,
+            glands,
+            model_name=ref.name,
+            model_version=ref.version,
+            stage_times_s={},
+            reference=ref_masks,
+            thresholds=thresholds,
+            probs_ct_zyxc=probs,
+            labels=plan.labels,
+            members=members,
+            uncertainty_ct_zyx=uncertainty,
+            calibration=calibration,
+            background_weight=plan.background_weight,
+        )
+    qa = qa.model_copy(update={"stage_times_s": dict(timer.times)})
+    unc = np.asarray(uncertainty, dtype=np.float32)
+    return SegmentationResult(ct, glands, qa, loaded, timer.times, unc)
 
 
 def write_outputs(
@@ -134,41 +112,36 @@ def write_outputs(
     ref = result.model.ref
     masks = {name: g.mask_zyx for name, g in result.glands.items()}
     pending: list[tuple[Path, Path]] = []
-    times = dict(result.stage_times_s)
+    timer = StageTimer(progress, result.stage_times_s)
     try:
-        if progress:
-            progress("rtstruct", 0.85)
-        t0 = time.perf_counter()
-        tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
-        series_desc, set_desc, roi_desc = rtstruct_texts(result.qa, ref.name, ref.version)
-        write_rtstruct(
-            result.ct,
-            masks,
-            tmp_rs,
-            model_name=ref.name,
-            model_version=ref.version,
-            series_description=series_desc,
-            structure_set_description=set_desc,
-            roi_descriptions=roi_desc,
-        )
-        pending.append((tmp_rs, rtstruct_path))
-        times["rtstruct"] = round(time.perf_counter() - t0, 3)
+        with timer.stage(Stage.RTSTRUCT):
+            tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
+            series_desc, set_desc, roi_desc = rtstruct_texts(result.qa, ref.name, ref.version)
+            write_rtstruct(
+                result.ct,
+                masks,
+                tmp_rs,
+                model_name=ref.name,
+                model_version=ref.version,
+                series_description=series_desc,
+                structure_set_description=set_desc,
+                roi_descriptions=roi_desc,
+            )
+            pending.append((tmp_rs, rtstruct_path))
         if preview_path is not None:
-            if progress:
-                progress("preview", 0.92)
-            t0 = time.perf_counter()
-            tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
-            title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
-            write_preview(result.ct, masks, tmp_pv, title=title, uncertainty_zyx=result.uncertainty_zyx)
-            pending.append((tmp_pv, preview_path))
-            times["preview"] = round(time.perf_counter() - t0, 3)
+            with timer.stage(Stage.PREVIEW):
+                tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
+                title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
+                write_preview(result.ct, masks, tmp_pv, title=title, uncertainty_zyx=result.uncertainty_zyx)
+                pending.append((tmp_pv, preview_path))
         if uncertainty_path is not None and result.uncertainty_zyx is not None:
             from service.pipeline.qa_uncertainty_io import write_uncertainty_nifti
 
-            tmp_un = uncertainty_path.with_name(f".{uncertainty_path.name}.partial.nii.gz")
-            write_uncertainty_nifti(result.ct, result.uncertainty_zyx, tmp_un)
-            pending.append((tmp_un, uncertainty_path))
-        qa = result.qa.model_copy(update={"stage_times_s": times})
+            with timer.stage(Stage.UNCERTAINTY):
+                tmp_un = uncertainty_path.with_name(f".{uncertainty_path.name}.partial.nii.gz")
+                write_uncertainty_nifti(result.ct, result.uncertainty_zyx, tmp_un)
+                pending.append((tmp_un, uncertainty_path))
+        qa = result.qa.model_copy(update={"stage_times_s": timer.times})
         if qa_path is not None:
             tmp_qa = qa_path.with_name(f".{qa_path.name}.partial")
             write_qa_json(qa, tmp_qa)
@@ -211,5 +184,5 @@ def segment_series(
     )
     qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress, uncertainty_path)
     if progress:
-        progress("done", 1.0)
+        progress(Stage.DONE.value, PROGRESS_AT[Stage.DONE])
     return qa

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import logging
 import traceback
-from pathlib import Path
 
 from service.config import Settings
-from service.errors import InputError
+from service.errors import ErrorCode, ServiceError
 from service.jobs.ingest import describe_paths
 from service.jobs.models import (
     INPUT_DIR,
@@ -25,12 +24,12 @@ from service.jobs.models import (
     REFERENCE_FILE,
     RTSTRUCT_FILE,
     UNCERTAINTY_FILE,
-    JobFailure,
     JobState,
     utc_now,
 )
 from service.jobs.stats import record_stage_times
 from service.jobs.store import JobNotFound, JobStore
+from service.pipeline.stages import PROGRESS_AT, Stage
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def _run_locked(
     if record.attempts >= settings.max_attempts:
         store.fail(
             job_id,
-            JobFailure.WORKER_LOST,
+            ErrorCode.WORKER_LOST,
             f"the job was started {record.attempts} time(s) and its worker stopped each time before it "
             "finished (killed, out of memory, or the machine stopped); it is not retried again",
         )
@@ -88,7 +87,7 @@ def _run_locked(
         attempts=record.attempts + 1,
         started_at=utc_now(),
         progress=0.0,
-        stage="starting",
+        stage=Stage.STARTING,
     )
     log.info("job %s: started (attempt %d of %d)", job_id, record.attempts, settings.max_attempts)
     folder = store.job_path(job_id)
@@ -109,13 +108,13 @@ def _run_locked(
         )
     except JobNotFound:
         raise
-    except InputError as exc:
+    except ServiceError as exc:  # the input, or the model store (EnvironmentFault)
         return _finish_failed(store, job_id, str(exc.code), describe_paths(exc.message, folder))
     except timeout_exceptions:
         return _finish_failed(
             store,
             job_id,
-            JobFailure.TIMEOUT,
+            ErrorCode.TIMEOUT,
             f"the job ran longer than the time limit of {settings.job_time_limit_s} s",
         )
     except Exception as exc:
@@ -126,15 +125,16 @@ def _run_locked(
         return _finish_failed(
             store,
             job_id,
-            JobFailure.INTERNAL_ERROR,
+            ErrorCode.INTERNAL_ERROR,
             f"unexpected {type(exc).__name__} in the worker; the worker log has the details (job {job_id})",
         )
     times = {k: float(v) for k, v in qa.stage_times_s.items()}
+    _build_review_cache(store, job_id, record.series_instance_uid, record.has_reference, times)
     store.update(
         job_id,
         state=JobState.SUCCEEDED,
         progress=1.0,
-        stage="done",
+        stage=Stage.DONE,
         finished_at=utc_now(),
         qa_status=qa.status,
         qa_glands=gland_quality(qa),
@@ -148,21 +148,32 @@ def _run_locked(
     return JobState.SUCCEEDED
 
 
+def _build_review_cache(store: JobStore, job_id: str, series_uid: str, has_reference: bool, times: dict) -> None:
+    """The review workstation's copy of the CT and masks (``service.review.cache``), made while the input files
+    still exist; a failure is logged and never fails the job."""
+    import time
+
+    from service.review.cache import try_build_review_cache
+
+    _Progress(store, job_id)(Stage.REVIEW_CACHE.value, PROGRESS_AT[Stage.REVIEW_CACHE])
+    folder = store.job_path(job_id)
+    t0 = time.perf_counter()
+    try_build_review_cache(
+        folder,
+        job_id,
+        inputs=folder / INPUT_DIR,
+        rtstruct_path=store.output_path(job_id, RTSTRUCT_FILE),
+        series_uid=series_uid,
+        reference=folder / REFERENCE_FILE if has_reference else None,
+    )
+    times[Stage.REVIEW_CACHE.value] = round(time.perf_counter() - t0, 3)
+
+
 def _finish_failed(store: JobStore, job_id: str, code: str, message: str) -> JobState:
     store.fail(job_id, code, message)
     store.remove_inputs(job_id)
     log.warning("job %s: failed %s", job_id, code)
     return JobState.FAILED
-
-
-def output_files(store: JobStore, job_id: str) -> dict[str, Path]:
-    """The output files of a succeeded job by kind (rtstruct, qa, preview, uncertainty)."""
-    return {
-        "rtstruct": store.output_path(job_id, RTSTRUCT_FILE),
-        "qa": store.output_path(job_id, QA_FILE),
-        "preview": store.output_path(job_id, PREVIEW_FILE),
-        "uncertainty": store.output_path(job_id, UNCERTAINTY_FILE),
-    }
 
 
 def gland_quality(qa) -> dict[str, dict]:

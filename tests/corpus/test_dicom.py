@@ -21,6 +21,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from tests.corpus import DICOM_CASE_NAMES
 from tests.corpus.checks import finished_job_problems, spool_leftovers, store_leftovers
 from tests.corpus.model import NO_CONTEXT, Case, DicomSend
+from tests.support.dicom import c_echo
 
 LISTENER_AE = "PAROTID_SEG"
 OUTCOME_TIMEOUT_S = 120.0
@@ -33,17 +34,6 @@ class Observed:
     stored_sops: dict[str, set[str]] = field(default_factory=dict)  # series UID -> stored SOP Instance UIDs
     echo_after: bool = False
     outcomes: tuple[str, ...] = ()
-
-
-def _echo(port: int) -> bool:
-    ae = AE(ae_title="SCANNER")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=LISTENER_AE)
-    if not assoc.is_established:
-        return False
-    ok = assoc.send_c_echo().get("Status") == 0x0000
-    assoc.release()
-    return ok
 
 
 def send_case(port: int, send: DicomSend) -> Observed:
@@ -94,14 +84,16 @@ def series_outcome(records: list[dict], series_uid: str) -> str | None:
 def dicom_run(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Case], corpus_model_store: Path) -> Iterator:
     """Start the listener, send every DICOM case, wait until every stored series has an outcome."""
     from service.config import Settings
+    from service.jobs.service import JobService
     from service.listener.jobs import ServiceJobBackend
     from service.listener.listener import Listener
     from service.listener.settings import load_settings
-    from service.worker.service import JobService
+    from service.worker.dispatcher import make_dispatcher
 
     root = tmp_path_factory.mktemp("corpus_dicom")
     jobs = JobService.from_settings(
-        Settings(job_dir=root / "jobs", model_store=corpus_model_store, broker_url=None, min_free_disk_bytes=0)
+        Settings(job_dir=root / "jobs", model_store=corpus_model_store, broker_url=None, min_free_disk_bytes=0),
+        make_dispatcher,
     )
     settings = load_settings(
         spool_dir=root / "spool",
@@ -121,7 +113,7 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Case],
             send = corpus[name].dicom
             assert send is not None
             observed[name] = send_case(listener.port, send)
-            observed[name].echo_after = _echo(listener.port)
+            observed[name].echo_after = c_echo(listener.port, "SCANNER", LISTENER_AE)
         deadline = time.monotonic() + OUTCOME_TIMEOUT_S
         while True:
             records = listener.audit.read()
