@@ -162,7 +162,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _nifti_path(value: str) -> Path:
-    if not value.endswith((".nii.gz", ".nii")):
+    if not value.endswith(".nii.gz"):
         raise argparse.ArgumentTypeError(f"{value}: the uncertainty map is NIfTI; use a name ending .nii.gz")
     return Path(value)
 

@@ -24,7 +24,7 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def bootstrap_auroc_ci(
-    scores: np.ndarray, positive: np.ndarray, groups: Sequence[str], n_boot: int = 2000, seed: int = 0
+    scores: np.ndarray, positive: np.ndarray, groups: Sequence[str] | np.ndarray, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """95 % percentile interval of the AUROC, resampling *patients* (both glands of a patient stay together)."""
     rng = np.random.default_rng(seed)

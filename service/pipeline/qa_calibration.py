@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS
 
 CALIBRATION_FILE = "qa_calibration.json"
-CALIBRATION_FORMAT_VERSION = 1
+CALIBRATION_FORMAT_VERSION: Literal[1] = 1
 # plausibility measurements compared with the population (z-scores); log-scaled where the spread is multiplicative
 POPULATION_KEYS = (
     "log_volume",

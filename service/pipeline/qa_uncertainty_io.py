@@ -1,9 +1,9 @@
 """Write the QA's uncertainty map as NIfTI (``uncertainty.nii.gz``) on the CT's grid.
 
-SimpleITK (already a dependency) writes the file: it takes the canonical array (z, y, x) with the CT's spacing and
-LPS origin and an identity direction (the canonical axes are +LPS), and stores the NIfTI qform/sform in RAS as the
-format requires, so viewers (3D Slicer, ITK-SNAP) overlay it on the CT. Values: float32 in [0, 1], 0 = members
-agree and the probabilities are sharp (see ``service.pipeline.qa_perturb``).
+The same layout as the review workstation's and ``--nifti``'s masks (``service.review.nifti``: RAS+ voxel order,
+diagonal affine, qform/sform code 1), so the map overlays the CT in the review viewer, 3D Slicer or ITK-SNAP.
+Values: float32 in [0, 1], 0 = the members agree and the probabilities are sharp (see
+``service.pipeline.qa_perturb``). Written atomically (temporary name, ``os.replace``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ from service.pipeline.volume import Volume
 
 
 def write_uncertainty_nifti(ct: Volume, uncertainty_zyx: np.ndarray, path: Path) -> None:
-    """Write ``uncertainty_zyx`` (same shape as ``ct``) to ``path`` (name ending ``.nii.gz``)."""
-    import SimpleITK as sitk
+    """Write ``uncertainty_zyx`` (same shape as ``ct``) to ``path`` (gzipped NIfTI-1)."""
+    from service.review.nifti import nifti_bytes
 
     arr = np.asarray(uncertainty_zyx, dtype=np.float32)
     if arr.shape != ct.shape_zyx:
         raise ValueError(f"uncertainty shape {arr.shape} != CT grid {ct.shape_zyx}")
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-    sz, sy, sx = ct.spacing_mm_zyx
-    img.SetSpacing((float(sx), float(sy), float(sz)))
-    img.SetOrigin(tuple(float(o) for o in ct.origin_lps))
-    img.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    sitk.WriteImage(img, str(path), useCompression=True)
+    Path(path).write_bytes(nifti_bytes(arr, ct.spacing_mm_zyx, ct.origin_lps))
