@@ -77,8 +77,8 @@ CT_TRANSFER_SYNTAXES = [
 
 @dataclass
 class AssociationRecord:
-    assoc_id: int  # id() of the pynetdicom Association: the tracker's key while it is open
-    seq: int  # the listener's association number, for the audit log
+    assoc_id: int  # id() of the pynetdicom Association: the key of the open-associations table
+    seq: int  # the listener's association number (never reused): the tracker's key and the audit log's
     calling_ae: str
     called_ae: str
     peer_host: str
@@ -187,7 +187,7 @@ class StorageHandlers:
         if rec is None:
             return
         rec.outcome = outcome
-        self.tracker.association_ended(assoc_id, released=outcome == "released")
+        self.tracker.association_ended(rec.seq, released=outcome == "released")
         n_stored = rec.statuses.get(STATUS_SUCCESS, 0)
         self.audit.record(
             "association",
@@ -223,6 +223,9 @@ class StorageHandlers:
         return status
 
     def _store(self, event: evt.Event, rec: AssociationRecord | None) -> tuple[int, str | None]:
+        if rec is None:  # its association has already ended (connection dropped): nobody hears the answer
+            LOGGER.warning("refusing C-STORE handled after its association ended")
+            return STATUS_OUT_OF_RESOURCES, None
         data = event.encoded_dataset(include_meta=True)
         if not self.spool.has_room(len(data)):
             LOGGER.warning("refusing C-STORE: free disk below the watermark in %s", self.spool.root)
@@ -266,12 +269,9 @@ class StorageHandlers:
         except OSError as exc:
             LOGGER.error("spool write failed: %s", exc.strerror or type(exc).__name__)
             return STATUS_OUT_OF_RESOURCES, None
-        origin = (
-            rec.origin
-            if rec is not None
-            else Origin(event.assoc.requestor.ae_title.strip(), event.assoc.requestor.address)
-        )
-        self.tracker.instance_received(id(event.assoc), series_uid, sop_uid, origin)
+        # the association may have ended meanwhile (the TCP connection dropped while this C-STORE was handled):
+        # the tracker knows ended associations by their number and keeps such a series aborted
+        self.tracker.instance_received(rec.seq, series_uid, sop_uid, rec.origin)
         return STATUS_SUCCESS, series_uid
 
     def open_associations(self) -> int:
