@@ -47,6 +47,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from service.listener.audit import AuditLog
+from service.listener.server import start_guarded_server
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool, is_valid_uid
 from service.listener.tracker import Origin, SeriesTracker
@@ -112,7 +113,7 @@ def build_ae(settings: ListenerSettings) -> AE:
     ae.require_calling_aet = [] if settings.allow_unknown_ae else settings.allowed_ae_titles
     ae.maximum_associations = settings.max_associations
     ae.network_timeout = settings.network_timeout_s
-    ae.acse_timeout = settings.network_timeout_s
+    ae.acse_timeout = min(settings.network_timeout_s, settings.artim_timeout_s)
     ae.dimse_timeout = settings.network_timeout_s
     ae.add_supported_context(Verification)
     ae.add_supported_context(CTImageStorage, CT_TRANSFER_SYNTAXES)
@@ -312,10 +313,14 @@ def _reject_reason(assoc: Any) -> str:
 
 
 def start_server(ae: AE, settings: ListenerSettings, handlers: StorageHandlers, port: int | None = None):
-    """Start the threaded association server (non-blocking); returns the pynetdicom server object."""
-    return ae.start_server(
+    """Start the guarded threaded association server (non-blocking, ``server.GuardedAssociationServer``: bounded
+    connections and threads, ARTIM timeout); returns the server object."""
+    return start_guarded_server(
+        ae,
         (settings.bind_host, settings.port if port is None else port),
-        block=False,
-        evt_handlers=handlers.handlers(),
-        ssl_context=build_ssl_context(settings),
+        handlers.handlers(),
+        build_ssl_context(settings),
+        max_associations=settings.max_associations,
+        max_pending=settings.max_pending_connections,
+        artim_s=settings.artim_timeout_s,
     )

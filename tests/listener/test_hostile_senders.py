@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
+import time
 
 from tests.conftest import require_tool
-from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, wait_for
+from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, echoscu, storescu, wait_for
 
 
 def _spooled(listener, series_uid: str) -> int:
@@ -43,4 +46,52 @@ def test_storescu_killed_mid_series_never_becomes_a_job(start_listener, make_ser
     (expired,) = wait_for(lambda: audit(listener, "series_expired"), 20, "the partial series clean-up")
     assert expired["reason"] == "partial_timeout"
     assert audit(listener, "series_ready") == [] and audit(listener, "job_submitted") == []
+    assert listener.handlers.open_associations() == 0
+
+
+def _idle_sockets(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        socks.append(s)
+    return socks
+
+
+def test_idle_sockets_do_not_lock_known_peers_out_and_threads_stay_bounded(start_listener, make_series):
+    """Many TCP connections that never send an A-ASSOCIATE-RQ (more than max_associations and than the pending
+    bound): echoscu and storescu from a known peer still succeed; threads stay bounded; closed sockets free
+    their slots at once."""
+    listener = start_listener(max_associations=4, max_pending_connections=8, artim_timeout_s=30.0)
+    baseline = threading.active_count()
+    socks = _idle_sockets(listener.port, 60)
+    try:
+        time.sleep(0.5)  # let the accept loop take them all
+        assert threading.active_count() - baseline <= 8 + 2, "one thread per idle socket"
+        assert echoscu(listener.port).returncode == 0
+        series = make_series(n_slices=8)
+        assert storescu(listener.port, series.files).returncode == 0
+        assert echoscu(listener.port).returncode == 0
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: listener._server.pending_connections() == 0, 10, "closed sockets to free their slots")
+
+
+def test_connection_that_sends_nothing_is_closed_after_the_artim_timeout(start_listener):
+    listener = start_listener(artim_timeout_s=1.0)
+    (s,) = _idle_sockets(listener.port, 1)
+    with s:
+        s.settimeout(15)
+        assert s.recv(1) == b""  # closed by the listener (after ~1 s; the 15 s socket timeout would raise)
+    wait_for(lambda: listener._server.pending_connections() == 0, 5, "the slot freed")
+
+
+def test_partial_association_request_is_closed_after_the_artim_timeout(start_listener):
+    """A-ASSOCIATE-RQ header announcing 200 bytes, only 10 sent: the connection is closed, no association exists."""
+    listener = start_listener(artim_timeout_s=1.0)
+    (s,) = _idle_sockets(listener.port, 1)
+    with s:
+        s.sendall(bytes([0x01, 0x00, 0x00, 0x00, 0x00, 200]) + b"\x00" * 4)
+        s.settimeout(15)
+        assert s.recv(1) == b""
     assert listener.handlers.open_associations() == 0
