@@ -47,6 +47,8 @@ class ErrorCode(StrEnum):
     BAD_ARCHIVE = "BAD_ARCHIVE"
     # series loading: an attribute present but not a valid value (e.g. a UID that is not a UID)
     INVALID_ATTRIBUTE = "INVALID_ATTRIBUTE"
+    # hostile or broken senders (issue 16)
+    INFLATED_TOO_LARGE = "INFLATED_TOO_LARGE"  # a deflated data set inflating beyond the per-file limit
 
 
 class InputError(Exception):

@@ -28,6 +28,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.UPLOAD_TOO_LARGE: 413,
     ErrorCode.TOO_MANY_FILES: 413,
     ErrorCode.TOO_LARGE: 413,
+    ErrorCode.INFLATED_TOO_LARGE: 413,
     ErrorCode.MODEL_INTEGRITY: 503,
 }
 DEFAULT_INPUT_STATUS = 422

@@ -6,7 +6,9 @@ title must be in the allow-list (unless ``allow_unknown_ae``). C-STORE statuses 
 
 =========  =====================================================================================
 0x0000     stored (spooled atomically)
-0xA700     Refused, out of resources: free disk below the watermark, or the write failed
+0xA700     Refused, out of resources: free disk below the watermark, or the write failed, or a deflated data
+           set that inflates beyond ``inflate.MAX_INFLATED_BYTES`` (measured by a streaming inflate, before
+           parsing), or a C-STORE handled after its association ended
 0xA900     Data set does not match SOP class: missing or invalid (0008,0016) SOP Class UID,
            (0008,0018) SOP Instance UID, (0020,000E) Series Instance UID, (0008,0060) Modality not CT,
            no (7FE0,0010) Pixel Data, or a native (uncompressed) Pixel Data shorter than Rows x Columns x
@@ -51,6 +53,7 @@ from service.listener.server import start_guarded_server
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool, is_valid_uid
 from service.listener.tracker import Origin, SeriesTracker
+from service.pipeline.inflate import MAX_INFLATED_BYTES, inflated_size_exceeds
 from service.pipeline.series_pixels import native_pixel_data_bytes
 
 LOGGER = logging.getLogger(__name__)
@@ -227,6 +230,15 @@ class StorageHandlers:
         if rec is None:  # its association has already ended (connection dropped): nobody hears the answer
             LOGGER.warning("refusing C-STORE handled after its association ended")
             return STATUS_OUT_OF_RESOURCES, None
+        if str(event.context.transfer_syntax) == DeflatedExplicitVRLittleEndian:
+            raw = event.request.DataSet
+            if raw is not None:
+                raw.seek(0)
+                too_large = inflated_size_exceeds(raw, MAX_INFLATED_BYTES)
+                raw.seek(0)
+                if too_large:
+                    LOGGER.warning("refusing C-STORE: deflated data set inflates beyond %d bytes", MAX_INFLATED_BYTES)
+                    return STATUS_OUT_OF_RESOURCES, None
         data = event.encoded_dataset(include_meta=True)
         if not self.spool.has_room(len(data)):
             LOGGER.warning("refusing C-STORE: free disk below the watermark in %s", self.spool.root)
