@@ -47,9 +47,23 @@ def _pixel_bytes_digest(f: CtFile) -> bytes:
     return h.digest()
 
 
-def check_series(inputs: Path | list[Path], *, series_uid: str | None, min_slices: int) -> SeriesCheck:
-    """Find, validate (headers and geometry) and fingerprint the CT series; raises InputError like load_series."""
-    uid, files, layout, _ = check_series_headers(inputs, series_uid=series_uid, min_slices=min_slices)
+def check_series(
+    inputs: Path | list[Path],
+    *,
+    series_uid: str | None,
+    min_slices: int,
+    model_spacing_mm_zyx: tuple[float, float, float] | None = None,
+    memory_budget: int | None = None,
+) -> SeriesCheck:
+    """Find, validate (headers, geometry, memory budget) and fingerprint the CT series; raises InputError like
+    load_series."""
+    uid, files, layout, _ = check_series_headers(
+        inputs,
+        series_uid=series_uid,
+        min_slices=min_slices,
+        model_spacing_mm_zyx=model_spacing_mm_zyx,
+        memory_budget=memory_budget,
+    )
     h = hashlib.sha256()
     for idx in layout.order:
         h.update(_pixel_bytes_digest(files[idx]))

@@ -27,7 +27,7 @@ import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -231,7 +231,7 @@ class StorageHandlers:
             LOGGER.warning("refusing C-STORE handled after its association ended")
             return STATUS_OUT_OF_RESOURCES, None
         if str(event.context.transfer_syntax) == DeflatedExplicitVRLittleEndian:
-            raw = event.request.DataSet
+            raw = cast(Any, event.request).DataSet
             if raw is not None:
                 raw.seek(0)
                 too_large = inflated_size_exceeds(raw, MAX_INFLATED_BYTES)

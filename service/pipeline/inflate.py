@@ -35,7 +35,7 @@ def inflated_size_exceeds(stream: BinaryIO, limit: int) -> bool:
             buf = stream.read(_CHUNK)
             if not buf:
                 break
-            while buf:
+            while buf and not d.eof:  # after the end of the stream: padding, ignored (as zlib.decompress does)
                 total += len(d.decompress(buf, _OUT_CHUNK))
                 if total > limit:
                     return True

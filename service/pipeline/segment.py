@@ -63,7 +63,15 @@ def run_segmentation(
     timer = _Timer(progress)
     ref = resolve_bundle(model, store)
     loaded = timer.run("load_model", 0.0, load_bundle, ref)
-    ct = timer.run("read", 0.05, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
+    ct = timer.run(
+        "read",
+        0.05,
+        load_series,
+        inputs,
+        series_uid=series_uid,
+        min_slices=loaded.plan.min_slices,
+        model_spacing_mm_zyx=loaded.plan.spacing_mm_zyx,
+    )
     ref_masks = None
     if reference is not None:
         ref_masks = timer.run(

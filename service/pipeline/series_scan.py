@@ -119,6 +119,8 @@ def read_dataset(path: Path, *, stop_before_pixels: bool) -> tuple[Dataset | Non
             check_deflated_file(fp, path)  # INFLATED_TOO_LARGE before pydicom inflates it whole
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=not has_prefix)
+            if getattr(ds, "buffer", None) is not None:
+                ds.buffer = None  # a deflated file's whole inflated data set: never kept with the header
             _transfer_syntax(ds)
             problem = _pixel_data_problem(fp, ds) if stop_before_pixels else ""
         except Exception as exc:  # pydicom raises many types for bad input

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.budget import CT_BYTES_PER_VOXEL
 from service.pipeline.series import load_series
 from tests import dicom_variants as dv
 from tests.conftest import load_sample_canonical, require_tool
@@ -256,8 +257,11 @@ def test_too_few_slices_and_too_large(tmp_path: Path) -> None:
     write_series(tmp_path, "HFS")
     rejected(tmp_path, ErrorCode.TOO_FEW_SLICES, "20 slice", "at least 40", min_slices=40)
     load_series(tmp_path, min_slices=20)
-    rejected(tmp_path, ErrorCode.TOO_LARGE, "20 x 24 x 32", "15359", max_voxels=20 * 24 * 32 - 1)
-    load_series(tmp_path, max_voxels=20 * 24 * 32)
+    need = 20 * 24 * 32 * CT_BYTES_PER_VOXEL
+    rejected(tmp_path, ErrorCode.TOO_LARGE, "20 x 24 x 32", "memory budget", memory_budget=need - 1)
+    load_series(tmp_path, memory_budget=need)
+    # the model grid counts too: a plan with a very fine grid needs far more than the CT itself
+    rejected(tmp_path, ErrorCode.TOO_LARGE, "model grid", model_spacing_mm_zyx=(0.1, 0.1, 0.1), memory_budget=need)
 
 
 # ---------------------------------------------------------------- real anatomy

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,28 +18,9 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from tests.corpus.series_cases import write_series
 from tests.dicom_variants import write_rtstruct_like
 from tests.hostile_files import deflate_bomb
+from tests.memlimit import LIMIT, REPO, run_limited
 
-REPO = Path(__file__).resolve().parents[2]
-HEADROOM_MB = 300
 BOMB_BYTES = 1 << 30  # ~1 MB on disk
-
-LIMIT = f"""
-import resource
-def _data_bytes():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmData"):
-            return int(line.split()[1]) * 1024
-def limit_memory():
-    cap = _data_bytes() + {HEADROOM_MB} * 2**20
-    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
-"""
-
-
-def run_limited(body: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    code = LIMIT + textwrap.dedent(body)
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s
-    )
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +142,16 @@ def test_listener_refuses_a_deflated_c_store_bomb_under_a_memory_limit(bombs, tm
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_inflate_measure_stops_at_the_end_of_the_stream():
+    """A deflate stream followed by padding (pydicom pads to an even length) is measured, not looped over."""
+    import io
+    import zlib
+
+    from service.pipeline.inflate import inflated_size_exceeds
+
+    comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = comp.compress(bytes(5 << 20)) + comp.flush() + b"\0"
+    assert inflated_size_exceeds(io.BytesIO(data), (5 << 20) - 1)
+    assert not inflated_size_exceeds(io.BytesIO(data), 5 << 20)
