@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     INVALID_ATTRIBUTE = "INVALID_ATTRIBUTE"
     # hostile or broken senders (issue 16)
     INFLATED_TOO_LARGE = "INFLATED_TOO_LARGE"  # a deflated data set inflating beyond the per-file limit
+    IMPLAUSIBLE_GEOMETRY = "IMPLAUSIBLE_GEOMETRY"  # pixel/slice spacing, field of view or position no CT has
 
 
 class InputError(Exception):

@@ -119,7 +119,20 @@ def format_ds(value: float) -> str:
             if len(s) <= 16:
                 break
             s = f"{v:.{digits}g}"
-    return s[:-2] if s.endswith(".0") else s
+    s = s[:-2] if s.endswith(".0") else s
+    check_ds_precision(s, v)
+    return s
+
+
+DS_MAX_ERROR = 1e-4  # absolute (mm for coordinates): far below a voxel, above the rounding of any |value| < 1e10
+
+
+def check_ds_precision(text: str, value: float) -> None:
+    """Refuse to write a DS that does not represent ``value`` (a coordinate 1e15 mm from the origin would collapse
+    distinct contour points onto one 16-character string); the series checks (``series_plausible``) refuse such
+    input first, so this guards the writer itself."""
+    if abs(float(text) - value) > DS_MAX_ERROR:
+        raise ValueError(f"value {value!r} cannot be represented in a 16-character DS ({text!r})")
 
 
 def _package_version() -> str:

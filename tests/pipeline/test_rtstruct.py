@@ -188,6 +188,13 @@ def test_format_ds() -> None:
     assert format_ds(-296.70000000000005) == "-296.7"
 
 
+@pytest.mark.parametrize("v", [1e15 + 0.5, -1e15 - 4.0, 12345678901234.567])
+def test_format_ds_refuses_values_a_ds_cannot_hold(v) -> None:
+    """Issue 16: positions 1e15 mm away gave contours whose DS strings collapsed; never write such a coordinate."""
+    with pytest.raises(ValueError, match="cannot be represented"):
+        format_ds(v)
+
+
 def test_empty_roi_is_listed_without_contours(tmp_path: Path) -> None:
     w = write_glands_series(tmp_path, "HFS", (2.0, 1.5, 1.5), shape=(10, 60, 80))
     masks = {"Parotid_L": w.masks["Parotid_L"], "Parotid_R": np.zeros(w.ct.shape_zyx, bool)}

@@ -276,3 +276,39 @@ def test_openkbp_sample_loads_back(sample_series_factory, position: str) -> None
     np.testing.assert_array_equal(volume.array_zyx, np.round(hu))  # stored as int16: equal within rounding
     np.testing.assert_allclose(volume.spacing_mm_zyx, spacing, atol=1e-4)
     np.testing.assert_allclose(volume.origin_lps, sample.origin_lps, atol=1e-3)
+
+
+def _respace(files: list[Path], pixel_mm: float | None = None, dz_mm: float | None = None, offset_mm: float = 0.0):
+    for k, f in enumerate(by_z(files)):
+        x, y, z = dv.position(f)
+        if dz_mm is not None:
+            z = ORIGIN[2] + k * dz_mm
+        values: dict = {"ImagePositionPatient": [f"{x + offset_mm:.16g}"[:16], f"{y:.16g}"[:16], f"{z:.16g}"[:16]]}
+        if pixel_mm is not None:
+            values["PixelSpacing"] = [str(pixel_mm), str(pixel_mm)]
+        dv.set_attrs(f, **values)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"pixel_mm": 1e6}, "Pixel Spacing"),
+        ({"pixel_mm": 20.0}, "Pixel Spacing"),
+        ({"pixel_mm": 0.001}, "Pixel Spacing"),
+        ({"dz_mm": 1e9}, "slice spacing"),
+        ({"dz_mm": 30.0}, "slice spacing"),
+        ({"offset_mm": 1e15}, "Image Position"),
+    ],
+)
+def test_physically_implausible_geometry_is_refused(tmp_path: Path, change, named) -> None:
+    """Issue 16: 1e6 mm pixels or slices 1e9 mm apart ended as MemoryError, 20 mm pixels ran for minutes, positions
+    1e15 mm away wrote collapsed contour coordinates."""
+    files, _ = write_series(tmp_path, "HFS")
+    _respace(files, **change)
+    rejected(tmp_path, ErrorCode.IMPLAUSIBLE_GEOMETRY, named, "implausible")
+
+
+def test_plausible_extremes_still_load(tmp_path: Path) -> None:
+    files, _ = write_series(tmp_path, "HFS")
+    _respace(files, pixel_mm=4.9, dz_mm=10.0, offset_mm=5000.0)
+    load_series(tmp_path)
