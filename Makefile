@@ -26,7 +26,7 @@ BUNDLE ?= model_store/$(NAME)/$(VERSION)
 EVAL_OUT ?= runs/eval-$(notdir $(BUNDLE))
 OPENKBP_GIT ?= /work/.mirror/ababier+open-kbp/repo
 
-.PHONY: compose-config venv tools lint typecheck test test-fast retrain export evaluate openkbp-data clean
+.PHONY: compose-config venv tools lint typecheck test test-fast retrain export evaluate openkbp-data checkpoint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,12 @@ retrain: venv
 	  --epochs $(EPOCHS) --steps-per-epoch $(STEPS) --max-minutes $(MINUTES) --lr $(LR) \
 	  $(if $(INIT),--init-weights $(INIT)) $(TRAIN_ARGS)
 	$(MAKE) export evaluate RUN=$(RUN) VERSION=$(VERSION)
+
+# A committable resume checkpoint of a run (float16 weights + state), replacing the previous one: a new machine
+# resumes from it with `python -m training.train ... --resume-from checkpoints/<run>` (scripts/train-wide16.sh).
+CHECKPOINT ?= checkpoints/$(notdir $(RUN))
+checkpoint: venv
+	KERAS_BACKEND=torch $(BIN)/python -m training.checkpoint $(RUN) $(CHECKPOINT)
 
 export: venv
 	KERAS_BACKEND=tensorflow $(BIN)/python -m training.export $(foreach r,$(RUNS),--run $(r)) --name $(NAME) --version $(VERSION)

@@ -14,7 +14,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from service.errors import InputError
+from service.errors import ErrorCode, InputError, ServiceError
 
 APPS = {
     "serve": ("service.api.app_cli", "run the HTTP API (embedded worker pool unless PAROTID_BROKER_URL is set)"),
@@ -32,7 +32,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     for p in (args.output, args.qa, args.preview):
         if p is not None and not p.parent.is_dir():
-            raise InputError("EMPTY_INPUT", f"{p.parent}: output folder does not exist")
+            raise InputError(ErrorCode.EMPTY_INPUT, f"{p.parent}: output folder does not exist")
     qa = segment_series(
         [Path(p) for p in args.ct_dir],
         rtstruct_path=args.output,
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "app_module"):
             return int(importlib.import_module(args.app_module).run(args))
         return int(args.func(args))
-    except InputError as exc:
+    except ServiceError as exc:  # the input, or the installation (model store)
         print(exc.one_line(), file=sys.stderr)
-        return 2
+        return exc.spec.exit_status
     except KeyboardInterrupt:
         return 130
 

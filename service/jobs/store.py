@@ -29,13 +29,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from service.errors import ErrorCode
 from service.jobs.models import (
     INPUT_DIR,
     JOB_FILE,
     JOB_ID_RE,
     OUTPUT_DIR,
     JobError,
-    JobFailure,
     JobRecord,
     JobState,
     utc_now,
@@ -242,7 +242,7 @@ class JobStore:
             elif record.updated_at < now - timedelta(seconds=stall_s) and not self.is_running_somewhere(record.id):
                 self.fail(
                     record.id,
-                    JobFailure.STALLED,
+                    ErrorCode.STALLED,
                     f"no progress for {int(stall_s)} s and no worker holds the job (its worker stopped and "
                     "no redelivery came, or it passed the hard time limit); submit it again",
                 )

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from service.errors import ErrorCode, InputError
+from service.errors import EnvironmentFault, ErrorCode, InputError
 from service.listener.audit import AuditLog
 from service.listener.delivery import DeliveryQueue, Destination, send_rtstruct
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
@@ -31,8 +31,6 @@ from service.listener.tracker import Origin, ReadySeries, SeriesTracker
 LOGGER = logging.getLogger(__name__)
 DISPATCHED_MARKER = ".dispatched.json"
 TICK_S = 0.2
-# submission errors caused by the installation, not by the series: the series waits (deferred) instead of failing
-ENVIRONMENT_ERRORS = {ErrorCode.MODEL_NOT_FOUND, ErrorCode.MODEL_INTEGRITY}
 
 
 @dataclass
@@ -136,7 +134,7 @@ class Listener:
                 self._dispatch(r)
             except Exception as exc:  # noqa: BLE001 - one series must not stop the others; it is tried again
                 LOGGER.exception("dispatch of series %s failed", r.series_uid)
-                self._defer(r, "INTERNAL_ERROR", f"{type(exc).__name__} (details in the listener log)", 60.0)
+                self._defer(r, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__} (details in the listener log)", 60.0)
         for e in expired:
             self.spool.remove_series(e.series_uid)
             self.audit.record("series_expired", series_uid=e.series_uid, reason=e.reason, n_instances=e.n_instances)
@@ -164,10 +162,10 @@ class Listener:
             sub = self.jobs.submit(
                 batch, series_uid=r.series_uid, model=self.settings.model, owner=owner_for_ae(r.origin.calling_ae)
             )
+        except EnvironmentFault as exc:  # the model store, not the series: try again once it is fixed
+            self._defer(r, str(exc.code), exc.message, 60.0)
+            return
         except InputError as exc:
-            if exc.code in ENVIRONMENT_ERRORS:  # the model store, not the series: try again once it is fixed
-                self._defer(r, str(exc.code), exc.message, 60.0)
-                return
             self.audit.record(
                 "job_rejected",
                 series_uid=r.series_uid,

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import logging
 import traceback
-from pathlib import Path
 
 from service.config import Settings
-from service.errors import InputError
+from service.errors import ErrorCode, ServiceError
 from service.jobs.ingest import describe_paths
 from service.jobs.models import (
     INPUT_DIR,
@@ -24,7 +23,6 @@ from service.jobs.models import (
     QA_FILE,
     REFERENCE_FILE,
     RTSTRUCT_FILE,
-    JobFailure,
     JobState,
     utc_now,
 )
@@ -74,7 +72,7 @@ def _run_locked(
     if record.attempts >= settings.max_attempts:
         store.fail(
             job_id,
-            JobFailure.WORKER_LOST,
+            ErrorCode.WORKER_LOST,
             f"the job was started {record.attempts} time(s) and its worker stopped each time before it "
             "finished (killed, out of memory, or the machine stopped); it is not retried again",
         )
@@ -107,13 +105,13 @@ def _run_locked(
         )
     except JobNotFound:
         raise
-    except InputError as exc:
+    except ServiceError as exc:  # the input, or the model store (EnvironmentFault)
         return _finish_failed(store, job_id, str(exc.code), describe_paths(exc.message, folder))
     except timeout_exceptions:
         return _finish_failed(
             store,
             job_id,
-            JobFailure.TIMEOUT,
+            ErrorCode.TIMEOUT,
             f"the job ran longer than the time limit of {settings.job_time_limit_s} s",
         )
     except Exception as exc:
@@ -124,7 +122,7 @@ def _run_locked(
         return _finish_failed(
             store,
             job_id,
-            JobFailure.INTERNAL_ERROR,
+            ErrorCode.INTERNAL_ERROR,
             f"unexpected {type(exc).__name__} in the worker; the worker log has the details (job {job_id})",
         )
     times = {k: float(v) for k, v in qa.stage_times_s.items()}
@@ -150,12 +148,3 @@ def _finish_failed(store: JobStore, job_id: str, code: str, message: str) -> Job
     store.remove_inputs(job_id)
     log.warning("job %s: failed %s", job_id, code)
     return JobState.FAILED
-
-
-def output_files(store: JobStore, job_id: str) -> dict[str, Path]:
-    """The output files of a succeeded job by kind (rtstruct, qa, preview)."""
-    return {
-        "rtstruct": store.output_path(job_id, RTSTRUCT_FILE),
-        "qa": store.output_path(job_id, QA_FILE),
-        "preview": store.output_path(job_id, PREVIEW_FILE),
-    }
