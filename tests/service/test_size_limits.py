@@ -26,6 +26,7 @@ def big_deflated_series(folder: Path, n: int = 16, size: int = 4096) -> list[Pat
     for f in files:
         ds = pydicom.dcmread(f)
         ds.Rows = ds.Columns = size
+        ds.PixelSpacing = ["0.2", "0.2"]  # a plausible 819 mm field of view
         ds.PixelData = zeros
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
         ds.save_as(f, enforce_file_format=True)
