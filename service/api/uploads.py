@@ -38,6 +38,7 @@ class UploadLimits:
     max_bytes: int
     max_files: int
     zip_max_ratio: float
+    min_free_bytes: int = 0  # free disk space zip extraction must leave (PAROTID_MIN_FREE_DISK_BYTES)
 
 
 @dataclass
@@ -216,6 +217,7 @@ async def receive_upload(request: Request, staging: Path, limits: UploadLimits) 
         limits.max_bytes - receiver.bytes_in_files,
         limits.max_files - (receiver.result.n_files - len(receiver.archives)),
         limits.zip_max_ratio,
+        limits.min_free_bytes,
     )
     for n, (path, label) in enumerate(receiver.archives, 1):
         size = path.stat().st_size
