@@ -45,6 +45,7 @@ from service.pipeline.qa_schema import (
     ReferenceComparison,
     Status,
 )
+from service.pipeline.rtstruct_values import conform_values, conformance_note
 from service.pipeline.volume import Volume
 
 LR_PAIRS: tuple[tuple[str, str], ...] = (("Parotid_L", "Parotid_R"),)
@@ -301,6 +302,9 @@ def build_qa(
                 notes.append(f"no reference ROI named {name}; reference ROIs: {sorted(reference)}")
                 continue
             gland_qa[name].reference = _compare(ct, g, ref_name, reference[ref_name], gland_qa[name].volume_cc)
+    _, conformed = conform_values(ct.info.patient_study_attrs)  # what the RTSTRUCT writer will change
+    if conformed:
+        flags.append(QAFlag(severity="review", code="patient_values_conformed", message=conformance_note(conformed)))
     status: Status = "ok"
     for f in flags:
         if _SEVERITY_RANK[f.severity] > _SEVERITY_RANK[status]:

@@ -47,6 +47,7 @@ from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from service.pipeline.contours import mask_to_polygons
+from service.pipeline.rtstruct_values import conform_values
 from service.pipeline.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ def build_rtstruct(
     ds = Dataset()
     ds.file_meta = meta
 
-    attrs = info.patient_study_attrs
+    attrs, _ = conform_values(info.patient_study_attrs)  # values that fit their VR (rtstruct_values)
     for keyword in _COPY_KEYWORDS:
         if keyword in attrs and attrs[keyword] is not None:
             setattr(ds, keyword, attrs[keyword])

@@ -66,8 +66,7 @@ def test_dciodvfy_check_catches_an_invalid_file(tmp_path: Path) -> None:
     item = ds.ROIContourSequence[0].ContourSequence[0]
     values = [str(v) for v in item.ContourData]
     values[0] = "-12.3456789012345"
-    with pytest.warns(UserWarning, match="exceeds the maximum length"):
-        item.ContourData = values
+    item.ContourData = values  # pydicom's validation is off in the service (service/dicom_config.py): no warning
     del ds.ROIContourSequence[0].ReferencedROINumber
     bad = tmp_path / "bad.dcm"
     ds.save_as(bad)
