@@ -302,7 +302,7 @@ def build_qa(
                 notes.append(f"no reference ROI named {name}; reference ROIs: {sorted(reference)}")
                 continue
             gland_qa[name].reference = _compare(ct, g, ref_name, reference[ref_name], gland_qa[name].volume_cc)
-    _, conformed = conform_values(ct.info.patient_study_attrs)  # what the RTSTRUCT writer will change
+    _, conformed = conform_values(ct.info.patient_study_attrs if ct.info else {})  # what the RTSTRUCT writer changes
     if conformed:
         flags.append(QAFlag(severity="review", code="patient_values_conformed", message=conformance_note(conformed)))
     status: Status = "ok"
