@@ -1,6 +1,7 @@
 """``parotid-seg``: the command-line entry point.
 
-Subcommands: ``segment`` (the pipeline, no server), ``models list|promote``, and the apps ``serve`` (HTTP API),
+Subcommands: ``segment`` (the pipeline, no server), ``evaluate`` (commissioning report on a folder of patients),
+``models list|promote``, and the apps ``serve`` (HTTP API),
 ``worker`` (Celery worker) and ``listen`` (DICOM listener). Each app lives in its own module exposing
 ``configure(parser)`` and ``run(args) -> int``, imported only when its subcommand runs.
 
@@ -20,6 +21,10 @@ APPS = {
     "serve": ("service.api.app_cli", "run the HTTP API (embedded worker pool unless PAROTID_BROKER_URL is set)"),
     "worker": ("service.worker.app_cli", "run a Celery worker (one process; the model is loaded lazily once)"),
     "listen": ("service.listener.app_cli", "run the DICOM listener (C-STORE SCP, C-ECHO) and send results back"),
+    "review-export": (
+        "service.review.export",
+        "export approved, corrected cases as NIfTI for make retrain FORMAT=nifti",
+    ),
 }
 
 
@@ -29,6 +34,20 @@ def _progress(stage: str, frac: float) -> None:
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from service.pipeline.segment import segment_series
+
+    if args.batch is not None:
+        from service.batch_segment import segment_batch
+
+        for flag in ("qa", "preview", "reference", "series_uid"):
+            if getattr(args, flag) is not None:
+                raise InputError(ErrorCode.BAD_REQUEST, f"--{flag.replace('_', '-')} is for one series, not --batch")
+        return segment_batch(
+            [Path(p) for p in args.ct_dir],
+            args.batch,
+            model=args.model,
+            store=args.model_store,
+            progress=None if args.quiet else _batch_progress,
+        )
 
     for p in (args.output, args.qa, args.preview):
         if p is not None and not p.parent.is_dir():
@@ -49,6 +68,34 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     for r in qa.reasons:
         print(f"  {r.severity}: {r.message}", file=sys.stderr)
     return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from service.commission.batch import run_commissioning
+
+    summary = run_commissioning(
+        args.data_dir,
+        args.output,
+        model=args.model,
+        store=args.model_store,
+        tolerances=args.tolerances,
+        synonyms=args.roi_synonyms,
+        progress=None if args.quiet else _batch_progress,
+    )
+    v = summary["verdict"]
+    print(
+        f"{summary['n_patients']} patients evaluated, {len(summary['failed'])} failed; acceptance verdict: "
+        f"{v['result'].upper()}; report: {args.output / 'report.html'}",
+        file=sys.stderr,
+    )
+    for c in v["checks"]:
+        if c["result"] != "pass":
+            print(f"  {c['result']}: {c['criterion']} ({c['what']}: {c['value']} vs {c['limit']})", file=sys.stderr)
+    return 0
+
+
+def _batch_progress(i: int, n: int, name: str, text: str) -> None:
+    print(f"[{i}/{n}] {name}: {text}", file=sys.stderr, flush=True)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -72,9 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="model store folder")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG)")
+    seg = sub.add_parser(
+        "segment",
+        help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG), or every series (--batch)",
+    )
     seg.add_argument("ct_dir", nargs="+", help="folder(s) searched recursively, or DICOM files")
-    seg.add_argument("--output", type=Path, required=True, help="RTSTRUCT file to write")
+    out = seg.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", type=Path, help="RTSTRUCT file to write")
+    out.add_argument(
+        "--batch",
+        type=Path,
+        metavar="OUT_DIR",
+        help="segment every CT series under the inputs: OUT_DIR/series_NNN/{rtstruct.dcm,qa.json,preview.png} and "
+        "OUT_DIR/summary.csv; exit 0 all done, 3 some failed, 2 none",
+    )
     seg.add_argument("--qa", type=Path, help="QA JSON file to write")
     seg.add_argument("--preview", type=Path, help="preview PNG file to write")
     seg.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
@@ -82,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--series-uid", help="SeriesInstanceUID to use when the input holds several CT series")
     seg.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     seg.set_defaults(func=_cmd_segment)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="commission a bundle on a folder of patients (CT + reference RTSTRUCT [+ RTDOSE]): HTML/CSV/JSON report",
+    )
+    ev.add_argument("data_dir", type=Path, help="folder with one sub-folder per patient")
+    ev.add_argument("--output", type=Path, required=True, help="report folder (created; reused to resume)")
+    ev.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
+    ev.add_argument("--tolerances", type=Path, help="JSON acceptance criteria (see docs/commissioning.md)")
+    ev.add_argument("--roi-synonyms", type=Path, help='JSON {"Parotid_L": [...], "Parotid_R": [...]} ROI names')
+    ev.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ev.set_defaults(func=_cmd_evaluate)
 
     models = sub.add_parser("models", help="list the model bundles or promote one to be the default")
     msub = models.add_subparsers(dest="models_cmd", required=True)

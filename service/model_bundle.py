@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import EnvironmentFault, ErrorCode
+from service.fileio import default_file_mode, write_atomic
 from service.pipeline.plan import Plan
 
 DEFAULT_STORE = Path(__file__).resolve().parents[1] / "model_store"
@@ -89,9 +90,7 @@ def write_checksums(bundle_dir: Path) -> None:
     lines = [
         f"{sha256_file(p)}  {p.name}\n" for p in sorted(bundle_dir.iterdir()) if p.is_file() and p.name != "SHA256SUMS"
     ]
-    tmp = bundle_dir / "SHA256SUMS.tmp"
-    tmp.write_text("".join(lines))
-    os.replace(tmp, bundle_dir / "SHA256SUMS")
+    write_atomic(bundle_dir / "SHA256SUMS", "".join(lines).encode(), mode=default_file_mode())
 
 
 def verify_bundle(ref: BundleRef) -> None:
@@ -117,9 +116,7 @@ def promote(spec: str, store: Path = DEFAULT_STORE) -> BundleRef:
     """Make ``name:version`` the default bundle (verified first)."""
     ref = resolve_bundle(spec, store)
     verify_bundle(ref)
-    tmp = store / (PROMOTED_FILE + ".tmp")
-    tmp.write_text(ref.spec + "\n")
-    os.replace(tmp, store / PROMOTED_FILE)
+    write_atomic(store / PROMOTED_FILE, (ref.spec + "\n").encode(), mode=default_file_mode())
     return ref
 
 

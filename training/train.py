@@ -324,6 +324,8 @@ def _init_source(path: Path | None) -> dict | None:
             prior = json.loads(metrics.read_text())
             summary["bundle"] = prior.get("bundle")
             summary["training"] = prior.get("training")
+            data = prior.get("data") or {}  # what the starting model was trained on, for the model card
+            summary["data"] = {k: data.get(k) for k in ("format", "train_dir", "val_dir", "train_patients_used")}
         return {"model": model, "plan": plan if plan.is_file() else None, "summary": summary}
     if path.suffix != ".keras" or not path.is_file():
         raise SystemExit(f"error[BAD_INIT_WEIGHTS]: {path} is neither a bundle folder nor a .keras file")

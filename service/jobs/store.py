@@ -21,7 +21,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode
+from service.fileio import write_atomic
 from service.jobs.models import (
     INPUT_DIR,
     JOB_FILE,
@@ -47,18 +47,6 @@ from service.jobs.staging_owner import OWNER_FILE, owner_gone, write_owner
 
 class JobNotFound(KeyError):
     """No job with this id (or a malformed id)."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same folder, then ``os.replace`` it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class JobStore:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,15 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from service.errors import EnvironmentFault, ErrorCode, InputError
+from service.fileio import default_file_mode, write_atomic
 from service.listener.audit import AuditLog
 from service.listener.delivery import DeliveryQueue, Destination, send_rtstruct
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
+from service.listener.review_hold import ReviewHolds
 from service.listener.scp import StorageHandlers, build_ae, start_server
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool
 from service.listener.tracker import Origin, ReadySeries, SeriesTracker
 
-LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 DISPATCHED_MARKER = ".dispatched.json"
 TICK_S = 0.2
 
@@ -39,6 +40,7 @@ class ActiveJob:
     series_uid: str
     calling_ae: str
     destination: Destination | None
+    review_before_send: bool = False  # the peer's RTSTRUCT waits for approval (service.listener.review_hold)
 
 
 def resolve_destination(settings: ListenerSettings, origin: Origin) -> Destination | None:
@@ -58,7 +60,7 @@ class Listener:
         self.jobs = jobs
         self.clock = clock
         root = Path(settings.spool_dir)
-        self.spool = Spool(root, min_free_bytes=int(settings.min_free_disk_mb * 2**20))
+        self.spool = Spool(root, min_free_bytes=settings.min_free_disk_bytes)
         self.audit = AuditLog(root / "audit.jsonl")
         self.tracker = SeriesTracker(
             settings.quiet_time_s,
@@ -79,6 +81,7 @@ class Listener:
             workers=settings.delivery_workers,
             sender=functools.partial(send_rtstruct, tls_context=settings.return_tls_context()),
         )
+        self.holds = ReviewHolds(root, jobs, self.delivery, self.audit)
         self.active_dir = root / "active"
         self.active_dir.mkdir(parents=True, exist_ok=True)
         self._active: dict[str, ActiveJob] = {}
@@ -96,7 +99,7 @@ class Listener:
         self._thread = threading.Thread(target=self._loop, name="listener-loop", daemon=True)
         self._thread.start()
         self._server = start_server(build_ae(self.settings), self.settings, self.handlers, port)
-        LOGGER.info("listening as %s on %s:%d", self.settings.ae_title, self.settings.bind_host, self.port)
+        log.info("listening as %s on %s:%d", self.settings.ae_title, self.settings.bind_host, self.port)
         return self
 
     @property
@@ -122,7 +125,7 @@ class Listener:
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the loop must survive anything one series does
-                LOGGER.exception("listener loop iteration failed")
+                log.exception("listener loop iteration failed")
 
     def tick(self) -> None:
         ready, expired = self.tracker.poll()
@@ -133,7 +136,7 @@ class Listener:
             try:
                 self._dispatch(r)
             except Exception as exc:  # noqa: BLE001 - one series must not stop the others; it is tried again
-                LOGGER.exception("dispatch of series %s failed", r.series_uid)
+                log.exception("dispatch of series %s failed", r.series_uid)
                 self._defer(r, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__} (details in the listener log)", 60.0)
         for e in expired:
             self.spool.remove_series(e.series_uid)
@@ -145,7 +148,8 @@ class Listener:
                 try:
                     self._follow(job)
                 except Exception:  # noqa: BLE001 - followed again at the next poll
-                    LOGGER.exception("following job %s failed", job.job_id)
+                    log.exception("following job %s failed", job.job_id)
+            self.holds.poll()
 
     def _dispatch(self, r: ReadySeries) -> None:
         batch, n = self.spool.snapshot(r.series_uid, r.generation)
@@ -181,7 +185,14 @@ class Listener:
         finally:
             self.spool.remove_batch(batch)
         self._write_marker(r.series_uid, sub.job_id, n)
-        job = ActiveJob(sub.job_id, r.series_uid, r.origin.calling_ae, resolve_destination(self.settings, r.origin))
+        peer = self.settings.peer(r.origin.calling_ae)
+        job = ActiveJob(
+            sub.job_id,
+            r.series_uid,
+            r.origin.calling_ae,
+            resolve_destination(self.settings, r.origin),
+            review_before_send=bool(peer and peer.review_before_send),
+        )
         self._active[job.job_id] = job
         self._save_active(job)
         self.audit.record(
@@ -222,20 +233,21 @@ class Listener:
             error_code=view.error_code,
         )
         if view.state == "succeeded" and job.destination is not None and view.rtstruct_path is not None:
-            self.delivery.enqueue(job.job_id, job.series_uid, view.rtstruct_path, job.destination)
+            if job.review_before_send:
+                self.holds.hold(job)
+            else:
+                self.delivery.enqueue(job.job_id, job.series_uid, view.rtstruct_path, job.destination)
 
     # ------------------------------------------------------------------ persistence
     def _write_marker(self, series_uid: str, job_id: str, n_instances: int) -> None:
         folder = self.spool.series_dir(series_uid)
         if folder.is_dir():
-            tmp = folder / f"{DISPATCHED_MARKER}.partial"
-            tmp.write_text(json.dumps({"job_id": job_id, "n_instances": n_instances}))
-            os.replace(tmp, folder / DISPATCHED_MARKER)
+            marker = json.dumps({"job_id": job_id, "n_instances": n_instances}).encode()
+            write_atomic(folder / DISPATCHED_MARKER, marker, mode=default_file_mode(), suffix=".partial")
 
     def _save_active(self, job: ActiveJob) -> None:
-        tmp = self.active_dir / f".{job.job_id}.json.partial"
-        tmp.write_text(json.dumps(asdict(job)))
-        os.replace(tmp, self.active_dir / f"{job.job_id}.json")
+        data = json.dumps(asdict(job)).encode()
+        write_atomic(self.active_dir / f"{job.job_id}.json", data, mode=default_file_mode(), suffix=".partial")
 
     def _recover(self) -> None:
         """Re-register spooled series and followed jobs left by an earlier process."""
@@ -258,9 +270,12 @@ class Listener:
             try:
                 d = json.loads(f.read_text())
                 dest = Destination(**d["destination"]) if d.get("destination") else None
-                self._active[d["job_id"]] = ActiveJob(d["job_id"], d["series_uid"], d["calling_ae"], dest)
+                self._active[d["job_id"]] = ActiveJob(
+                    d["job_id"], d["series_uid"], d["calling_ae"], dest, bool(d.get("review_before_send", False))
+                )
             except (ValueError, KeyError, TypeError):
                 f.unlink(missing_ok=True)
+        self.holds.recover(ActiveJob)
 
     # ------------------------------------------------------------------ introspection (tests, health)
     def active_jobs(self) -> list[str]:
