@@ -88,8 +88,8 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         try:
             conn = self._await_association_request(request)
         finally:
-            self._forget(request)
-        if conn is None:
+            claimed = self._forget(request)  # False: evicted meanwhile (its socket is being shut down)
+        if conn is None or not claimed:
             _close(request)
             return
         if not self._assoc_slots.acquire(blocking=False):
@@ -101,9 +101,10 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         finally:
             self._assoc_slots.release()
 
-    def _forget(self, sock: socket.socket) -> None:
+    def _forget(self, sock: socket.socket) -> bool:
+        """Take ``sock`` off the pending list; False when it was no longer there (evicted)."""
         with self._pending_lock:
-            self._pending.pop(sock, None)
+            return self._pending.pop(sock, False) is None
 
     def pending_connections(self) -> int:
         with self._pending_lock:
