@@ -23,8 +23,8 @@ BUDGET_ENV = "PAROTID_MEMORY_BUDGET_MB"
 
 
 def memory_budget_bytes() -> int:
-    """The per-job memory budget: ``PAROTID_MEMORY_BUDGET_MB`` (the service's ``memory_budget_mb`` setting exports
-    it to workers), else the default."""
+    """The per-job memory budget outside the service (CLI, batch): ``PAROTID_MEMORY_BUDGET_MB``, else the default.
+    The service's workers pass their ``Settings.memory_budget_mb`` explicitly (``run_job``)."""
     raw = os.environ.get(BUDGET_ENV, "")
     try:
         mb = float(raw) if raw.strip() else DEFAULT_MEMORY_BUDGET_MB

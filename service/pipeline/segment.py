@@ -49,11 +49,13 @@ def run_segmentation(
     thresholds: QAThresholds | None = None,
     progress: Progress | None = None,
     perturbations: Sequence[str] | None = None,
+    memory_budget: int | None = None,
 ) -> SegmentationResult:
     """Run every stage in memory; raises ``InputError`` for rejected input before any output exists.
 
     ``perturbations``: the QA's extra test-time members (one network pass each); None = the bundle's QA
-    calibration's list (the built-in default without one), ``()`` = none. They never change the contours."""
+    calibration's list (the built-in default without one), ``()`` = none. They never change the contours.
+    ``memory_budget``: bytes the series may need (``budget``); None = ``PAROTID_MEMORY_BUDGET_MB`` or the default."""
     timer = StageTimer(progress)
     ref = resolve_bundle(model, store)
     with timer.stage(Stage.LOAD_MODEL):
@@ -61,7 +63,11 @@ def run_segmentation(
     plan = loaded.plan
     with timer.stage(Stage.READ):
         ct = load_series(
-            inputs, series_uid=series_uid, min_slices=plan.min_slices, model_spacing_mm_zyx=plan.spacing_mm_zyx
+            inputs,
+            series_uid=series_uid,
+            min_slices=plan.min_slices,
+            model_spacing_mm_zyx=plan.spacing_mm_zyx,
+            memory_budget=memory_budget,
         )
     ref_masks = None
     if reference is not None:
@@ -171,6 +177,7 @@ def segment_series(
     progress: Progress | None = None,
     uncertainty_path: Path | None = None,
     perturbations: Sequence[str] | None = None,
+    memory_budget: int | None = None,
 ) -> QAReport:
     """Segment one CT series and write the RTSTRUCT (and QA JSON / preview PNG / uncertainty NIfTI when paths
     are given)."""
@@ -183,6 +190,7 @@ def segment_series(
         thresholds=thresholds,
         progress=progress,
         perturbations=perturbations,
+        memory_budget=memory_budget,
     )
     qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress, uncertainty_path)
     if progress:

@@ -105,6 +105,7 @@ def _run_locked(
             series_uid=record.series_instance_uid,
             store=settings.model_store,
             progress=_Progress(store, job_id),
+            memory_budget=settings.memory_budget_mb * 2**20,  # the injected settings, not only the environment
         )
     except JobNotFound:
         raise

@@ -109,3 +109,29 @@ def test_j2k_codestream_larger_than_rows_columns_is_not_decoded(tmp_path):
     _forge_j2k_size(files[3], 16384)
     done = run_limited(J2K, str(tmp_path / "ct"))
     assert done.stdout.strip().splitlines()[-1:] == ["CODE PIXEL_DATA_ERROR True"], done.stdout + done.stderr[-2000:]
+
+
+def test_worker_enforces_the_settings_budget_without_the_environment(tmp_path, model_store, monkeypatch):
+    """A budget set only in Settings (no PAROTID_MEMORY_BUDGET_MB) is what the worker checks: 4 slices of
+    1024 x 1024 (17 M voxels, ~800 MiB to process) fit the 8 GiB default but not a 256 MiB Settings budget."""
+    import uuid
+
+    from service.jobs.models import INPUT_DIR, JobRecord, JobState
+    from service.jobs.store import JobStore
+    from service.worker.runner import run_job
+    from tests.service.conftest import ORACLE_SPEC, make_settings
+
+    monkeypatch.delenv("PAROTID_MEMORY_BUDGET_MB", raising=False)
+    store = JobStore(tmp_path / "jobs").prepare()
+    staging = store.new_staging()
+    files = big_deflated_series(staging / INPUT_DIR, n=16, size=1024)
+    uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    record = JobRecord(
+        id=uuid.uuid4().hex, owner="alice", model=ORACLE_SPEC, series_instance_uid=uid, idempotency_key="budget"
+    )
+    store.create_from_staging(staging, record)
+    settings = make_settings(store.root, model_store, memory_budget_mb=256)
+    assert run_job(store, settings, record.id) == JobState.FAILED
+    failed = store.get(record.id)
+    assert failed.error is not None and failed.error.code == "TOO_LARGE", failed.error
+    assert "256 MiB" in failed.error.message
