@@ -20,6 +20,7 @@ from pathlib import Path
 
 from service.errors import EnvironmentFault, ErrorCode, InputError
 from service.fileio import default_file_mode, write_atomic
+from service.listener.admission import PeerAdmission
 from service.listener.audit import AuditLog
 from service.listener.delivery import DeliveryQueue, Destination, send_rtstruct
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
@@ -69,7 +70,13 @@ class Listener:
             settings.finished_retention_s,
             clock=clock,
         )
-        self.handlers = StorageHandlers(self.spool, self.tracker, self.audit)
+        admission = PeerAdmission(
+            self.audit,
+            per_peer=settings.max_associations_per_peer,
+            idle_s=settings.idle_association_timeout_s,
+            network_timeout_s=settings.network_timeout_s,
+        )
+        self.handlers = StorageHandlers(self.spool, self.tracker, self.audit, admission)
         self.delivery = DeliveryQueue(
             root,
             settings.ae_title,

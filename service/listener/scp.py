@@ -48,6 +48,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
+from service.listener.admission import PeerAdmission
 from service.listener.audit import AuditLog
 from service.listener.server import start_guarded_server
 from service.listener.settings import ListenerSettings
@@ -126,7 +127,10 @@ def build_ae(settings: ListenerSettings) -> AE:
 class StorageHandlers:
     """Event handlers bound to one spool, tracker and audit log (one instance per listener)."""
 
-    def __init__(self, spool: Spool, tracker: SeriesTracker, audit: AuditLog) -> None:
+    def __init__(
+        self, spool: Spool, tracker: SeriesTracker, audit: AuditLog, admission: PeerAdmission | None = None
+    ) -> None:
+        self.admission = admission  # per-peer association limit and idle timeout (admission.py)
         self.spool = spool
         self.tracker = tracker
         self.audit = audit
@@ -143,6 +147,7 @@ class StorageHandlers:
             (evt.EVT_ABORTED, self.on_aborted),
             (evt.EVT_CONN_CLOSE, self.on_conn_close),
             (evt.EVT_REJECTED, self.on_rejected),
+            *(self.admission.handlers() if self.admission is not None else []),
         ]
 
     # --- association lifecycle

@@ -95,3 +95,75 @@ def test_partial_association_request_is_closed_after_the_artim_timeout(start_lis
         s.settimeout(15)
         assert s.recv(1) == b""
     assert listener.handlers.open_associations() == 0
+
+
+OTHER_AE = "OTHER_CT"
+TWO_PEERS = [{"ae_title": SCANNER_AE, "return_mode": "none"}, {"ae_title": OTHER_AE, "return_mode": "none"}]
+
+
+def _associate(port: int, calling_ae: str = SCANNER_AE):
+    """A real association from pynetdicom (the client), which then sends nothing until the test says so."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=calling_ae)
+    ae.network_timeout = 120  # the client's own timeout must not end the association first
+    ae.acse_timeout = 10
+    ae.add_requested_context(Verification)
+    return ae.associate("127.0.0.1", port, ae_title=LISTENER_AE)
+
+
+def test_one_peer_idle_associations_do_not_lock_other_peers_out(start_listener, make_series):
+    """A known AE title opens more associations than its per-peer share and idles: the extra ones are rejected
+    (transient, local limit exceeded) and audited; another AE title's echoscu and storescu are still served."""
+    listener = start_listener(
+        peers=TWO_PEERS,
+        max_associations=4,
+        max_associations_per_peer=2,
+        network_timeout_s=60.0,
+        idle_association_timeout_s=60.0,
+    )
+    assocs = [_associate(listener.port) for _ in range(5)]
+    try:
+        assert [a.is_established for a in assocs] == [True, True, False, False, False]
+        rejected = assocs[2]
+        assert rejected.is_rejected
+        rj = rejected.acceptor.primitive
+        assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
+        assert echoscu(listener.port, SCANNER_AE).returncode != 0  # still at its limit
+        assert echoscu(listener.port, OTHER_AE).returncode == 0
+        series = make_series(n_slices=8)
+        assert storescu(listener.port, series.files, calling_ae=OTHER_AE).returncode == 0
+        assert echoscu(listener.port, OTHER_AE).returncode == 0
+        assert all(a.is_established for a in assocs[:2])
+    finally:
+        for a in assocs:
+            if a.is_established:
+                a.release()
+    records = audit(listener, "association")
+    limited = [r for r in records if r.get("reason") == "per-peer association limit exceeded"]
+    assert len(limited) == 4 and {r["calling_ae"] for r in limited} == {SCANNER_AE}
+    assert {r["outcome"] for r in limited} == {"rejected"}
+    wait_for(lambda: listener.handlers.admission.open_for(SCANNER_AE) == 0, 10, "released slots freed")
+    assert echoscu(listener.port, SCANNER_AE).returncode == 0
+
+
+def test_association_that_sends_no_dimse_message_times_out_early(start_listener):
+    """An established association with no DIMSE message is aborted after idle_association_timeout_s (1 s), not
+    the network timeout (60 s); one that has sent a C-ECHO keeps the network timeout."""
+    listener = start_listener(network_timeout_s=60.0, idle_association_timeout_s=1.0)
+    quiet = _associate(listener.port)
+    busy = _associate(listener.port)
+    try:
+        assert quiet.is_established and busy.is_established
+        assert busy.send_c_echo().Status == 0x0000
+        wait_for(lambda: not quiet.is_established and quiet.is_aborted, 15, "the quiet association aborted")
+        time.sleep(1.5)  # longer than the idle timeout: the association that spoke is still open
+        assert busy.is_established
+        assert busy.send_c_echo().Status == 0x0000
+    finally:
+        if busy.is_established:
+            busy.release()
+    wait_for(lambda: listener.handlers.open_associations() == 0, 10, "both associations ended")
+    outcomes = sorted(r["outcome"] for r in audit(listener, "association"))
+    assert outcomes == ["aborted", "released"]
