@@ -1,8 +1,9 @@
 """The listener's audit log: one JSON object per line, never a patient name or ID.
 
 Events: ``association`` (calling/called AE, peer address, instances stored/refused, series UIDs, outcome:
-released, aborted or rejected), ``series_ready``, ``series_expired``, ``job_submitted``, ``job_finished``,
-``delivery_attempt``, ``delivered`` and ``dead_letter``. Only fields from ``ALLOWED_FIELDS`` are written (AE
+released, aborted or rejected), ``series_ready``, ``series_expired``, ``series_refused`` (over the memory
+budget), ``job_submitted``, ``job_finished``, ``delivery_attempt``, ``delivered`` and ``dead_letter``. Only
+fields from ``ALLOWED_FIELDS`` are written (AE
 titles, addresses, UIDs, counts, statuses, codes, paths inside the spool), so patient attributes cannot reach the
 log by accident; unknown fields raise ``ValueError`` in development rather than being written.
 Each record also goes to the ``parotid.listener.audit`` logger (INFO) for the console.
@@ -49,6 +50,8 @@ ALLOWED_FIELDS = frozenset(
         "rtstruct_sop_uid",
         "record",
         "duration_s",
+        "need_mib",
+        "budget_mib",
     }
 )
 

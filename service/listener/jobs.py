@@ -19,6 +19,8 @@ from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JobState
 from service.jobs.service import JobService
 from service.jobs.store import JobNotFound
+from service.model_bundle import resolve_bundle
+from service.pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,17 @@ class ServiceJobBackend:
 
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         return cls(JobService.from_settings(settings, make_dispatcher))
+
+    def memory_limits(self, model: str | None) -> tuple[int, tuple[float, ...] | None]:
+        """The job service's memory budget (bytes) and the model's plan spacing (None while no bundle resolves),
+        for the listener's per-C-STORE estimate (``series_budget``)."""
+        settings = self.service.settings
+        try:
+            ref = resolve_bundle(model or settings.default_model, settings.model_store)
+            spacing: tuple[float, ...] | None = tuple(Plan.load(ref.path / "plan.json").spacing_mm_zyx)
+        except Exception:  # noqa: BLE001 - no usable bundle yet: the CT-grid estimate alone (a lower bound)
+            spacing = None
+        return settings.memory_budget_mb * 2**20, spacing
 
     def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
         try:

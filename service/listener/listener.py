@@ -26,9 +26,11 @@ from service.listener.delivery import DeliveryQueue, Destination, send_rtstruct
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
 from service.listener.review_hold import ReviewHolds
 from service.listener.scp import StorageHandlers, build_ae, start_server
+from service.listener.series_budget import SeriesBudget
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool
 from service.listener.tracker import Origin, ReadySeries, SeriesTracker
+from service.pipeline.budget import memory_budget_bytes
 
 log = logging.getLogger(__name__)
 DISPATCHED_MARKER = ".dispatched.json"
@@ -55,6 +57,16 @@ def resolve_destination(settings: ListenerSettings, origin: Origin) -> Destinati
     return Destination(ae, origin.peer_host, peer.return_port, tls=peer.return_tls)
 
 
+def series_budget(settings: ListenerSettings, jobs: JobBackend) -> SeriesBudget:
+    """The per-C-STORE memory budget: ``memory_budget_mb`` of the listener, else the job service's (with the
+    model's plan spacing when the backend knows it), else ``PAROTID_MEMORY_BUDGET_MB`` / the default."""
+    limits = getattr(jobs, "memory_limits", None)
+    budget, spacing = limits(settings.model) if limits is not None else (memory_budget_bytes(), None)
+    if settings.memory_budget_mb is not None:
+        budget = settings.memory_budget_mb * 2**20
+    return SeriesBudget(budget, spacing)
+
+
 class Listener:
     def __init__(self, settings: ListenerSettings, jobs: JobBackend, *, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
@@ -76,7 +88,7 @@ class Listener:
             idle_s=settings.idle_association_timeout_s,
             network_timeout_s=settings.network_timeout_s,
         )
-        self.handlers = StorageHandlers(self.spool, self.tracker, self.audit, admission)
+        self.handlers = StorageHandlers(self.spool, self.tracker, self.audit, admission, series_budget(settings, jobs))
         self.delivery = DeliveryQueue(
             root,
             settings.ae_title,
@@ -147,6 +159,8 @@ class Listener:
                 self._defer(r, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__} (details in the listener log)", 60.0)
         for e in expired:
             self.spool.remove_series(e.series_uid)
+            if self.handlers.series_budget is not None:
+                self.handlers.series_budget.forget(e.series_uid)
             self.audit.record("series_expired", series_uid=e.series_uid, reason=e.reason, n_instances=e.n_instances)
         if now - self._last_poll >= self.settings.poll_interval_s:
             self._last_poll = now

@@ -8,7 +8,8 @@ title must be in the allow-list (unless ``allow_unknown_ae``). C-STORE statuses 
 0x0000     stored (spooled atomically)
 0xA700     Refused, out of resources: free disk below the watermark, or the write failed, or a deflated data
            set that inflates beyond ``inflate.MAX_INFLATED_BYTES`` (measured by a streaming inflate, before
-           parsing), or a C-STORE handled after its association ended
+           parsing), or a C-STORE handled after its association ended, or its series over the memory budget
+           from the headers received so far (``series_budget``)
 0xA900     Data set does not match SOP class: missing or invalid (0008,0016) SOP Class UID,
            (0008,0018) SOP Instance UID, (0020,000E) Series Instance UID, (0008,0060) Modality not CT,
            no (7FE0,0010) Pixel Data, or a native (uncompressed) Pixel Data shorter than Rows x Columns x
@@ -50,6 +51,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from service.listener.admission import PeerAdmission
 from service.listener.audit import AuditLog
+from service.listener.series_budget import SeriesBudget, Verdict
 from service.listener.server import start_guarded_server
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool, is_valid_uid
@@ -128,9 +130,15 @@ class StorageHandlers:
     """Event handlers bound to one spool, tracker and audit log (one instance per listener)."""
 
     def __init__(
-        self, spool: Spool, tracker: SeriesTracker, audit: AuditLog, admission: PeerAdmission | None = None
+        self,
+        spool: Spool,
+        tracker: SeriesTracker,
+        audit: AuditLog,
+        admission: PeerAdmission | None = None,
+        series_budget: SeriesBudget | None = None,
     ) -> None:
         self.admission = admission  # per-peer association limit and idle timeout (admission.py)
+        self.series_budget = series_budget  # the memory budget per series, on every C-STORE (series_budget.py)
         self.spool = spool
         self.tracker = tracker
         self.audit = audit
@@ -282,6 +290,12 @@ class StorageHandlers:
                 "(0028,0011) Columns x samples x frames x bytes per sample (truncated?)"
             )
             return STATUS_DATASET_MISMATCH, None
+        if self.series_budget is not None:
+            verdict = self.series_budget.admit(series_uid, sop_uid, ds)
+            if not verdict.ok:
+                if verdict.first_refusal:
+                    self._refuse_series(series_uid, verdict)
+                return STATUS_OUT_OF_RESOURCES, None
         try:
             self.spool.store_instance(series_uid, sop_uid, data)
         except OSError as exc:
@@ -291,6 +305,29 @@ class StorageHandlers:
         # the tracker knows ended associations by their number and keeps such a series aborted
         self.tracker.instance_received(rec.seq, series_uid, sop_uid, rec.origin)
         return STATUS_SUCCESS, series_uid
+
+    def _refuse_series(self, series_uid: str, verdict: Verdict) -> None:
+        """The series went over the memory budget: what was spooled of it is dropped (never a job), audited."""
+        assert self.series_budget is not None
+        budget_mib = round(self.series_budget.budget_bytes / 2**20, 1)
+        need_mib = round(verdict.need_bytes / 2**20, 1)
+        log.warning(
+            "refusing C-STORE: its series needs about %.1f MiB with %d instances, more than the memory budget of "
+            "%.1f MiB; the rest of the series is refused and its spooled instances are dropped",
+            need_mib,
+            verdict.n_instances,
+            budget_mib,
+        )
+        self.tracker.forget(series_uid)
+        self.spool.remove_series(series_uid)
+        self.audit.record(
+            "series_refused",
+            series_uid=series_uid,
+            reason="memory_budget",
+            n_instances=verdict.n_instances,
+            need_mib=need_mib,
+            budget_mib=budget_mib,
+        )
 
     def open_associations(self) -> int:
         with self._lock:

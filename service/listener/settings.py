@@ -95,6 +95,9 @@ class ListenerSettings(BaseSettings):
     spool_dir: Path = Path("var/listener")
     min_free_disk_bytes: int = Field(2**30, ge=0)  # the unit of the service's PAROTID_MIN_FREE_DISK_BYTES
     min_free_disk_mb: float | None = Field(None, ge=0)  # its older name, in MiB: still read, converted to bytes
+    # memory one job may need (service/pipeline/budget.py), checked on every C-STORE from the headers received so
+    # far (0xA700 once a series is over it); None: the job service's memory_budget_mb (PAROTID_MEMORY_BUDGET_MB)
+    memory_budget_mb: int | None = Field(None, ge=1, le=1 << 20)
     # --- series completeness
     quiet_time_s: float = Field(30.0, gt=0)
     release_grace_s: float = Field(5.0, ge=0)

@@ -174,6 +174,11 @@ class SeriesTracker:
             pending = sum(1 for s in self._series.values() if s.pending)
             return {"series_pending": pending, "series_finished": len(self._series) - pending}
 
+    def forget(self, series_uid: str) -> None:
+        """Drop a series (refused while it arrived): it is never made ready; a later instance starts it anew."""
+        with self._lock:
+            self._series.pop(series_uid, None)
+
     def known(self, series_uid: str) -> bool:
         with self._lock:
             return series_uid in self._series

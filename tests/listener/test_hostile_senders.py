@@ -14,6 +14,8 @@ import subprocess
 import threading
 import time
 
+import numpy as np
+
 from tests.conftest import require_tool
 from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, echoscu, storescu, wait_for
 
@@ -167,3 +169,50 @@ def test_association_that_sends_no_dimse_message_times_out_early(start_listener)
     wait_for(lambda: listener.handlers.open_associations() == 0, 10, "both associations ended")
     outcomes = sorted(r["outcome"] for r in audit(listener, "association"))
     assert outcomes == ["aborted", "released"]
+
+
+def test_series_over_the_memory_budget_is_refused_per_c_store(start_listener, make_series, caplog):
+    """A 1 MiB budget and 64 x 64 slices (4096 voxels: ~288 KiB each with the oracle plan's model grid): the
+    first 3 instances are stored, the 4th puts the series over the budget: it and every later one get 0xA700,
+    what was spooled is dropped, the refusal is audited (no patient data) and the series never becomes a job."""
+    from tests.dicom_factory import TEST_PATIENT_ID, TEST_PATIENT_NAME
+
+    listener = start_listener(memory_budget_mb=1)
+    series = make_series(n_slices=12)
+    storescu(listener.port, series.files)  # exits non-zero and stops at the first 0xA700, as DCMTK does
+    (record,) = wait_for(lambda: audit(listener, "association"), 15, "the association record")
+    assert record["statuses"] == {"0x0000": 3, "0xA700": 1}
+    storescu(listener.port, series.files[4:])  # the rest of the series, sent again: refused without spooling
+    wait_for(lambda: len(audit(listener, "association")) == 2, 15, "the second association record")
+    assert audit(listener, "association")[1]["statuses"] == {"0xA700": 1}
+    (refused,) = audit(listener, "series_refused")
+    assert refused["series_uid"] == series.series_uid and refused["reason"] == "memory_budget"
+    assert refused["n_instances"] == 4 and refused["budget_mib"] == 1
+    assert _spooled(listener, series.series_uid) == 0
+    time.sleep(2.5)  # past the quiet time (1 s): nothing of the series is submitted
+    assert audit(listener, "series_ready") == [] and audit(listener, "job_submitted") == []
+    text = caplog.text + (listener.spool.root / "audit.jsonl").read_text()
+    assert TEST_PATIENT_NAME not in text and TEST_PATIENT_ID not in text
+    # other series keep being served under the same budget
+    small = make_series(n_slices=2)
+    assert storescu(listener.port, small.files).returncode == 0
+    assert _spooled(listener, small.series_uid) == 2
+
+
+def test_per_c_store_estimate_matches_the_submission_check(make_series):
+    """On a whole series the per-C-STORE estimate equals ``series.check_memory``'s (CT + model grid), so a series
+    the job service accepts is never refused at the listener: one byte under its need refuses at the last slice."""
+    import pydicom
+
+    from service.listener.series_budget import SeriesBudget
+    from service.pipeline.budget import estimated_bytes, model_grid_shape
+
+    series = make_series(n_slices=20)
+    plan = (2.5, 8.0, 8.0)
+    need = estimated_bytes(20 * 64 * 64, int(np.prod(model_grid_shape((20, 64, 64), (2.5, 4.0, 4.0), plan))))
+    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
+    fits, tight = SeriesBudget(need, plan), SeriesBudget(need - 1, plan)
+    assert all(fits.admit(series.series_uid, ds.SOPInstanceUID, ds).ok for ds in datasets)
+    verdicts = [tight.admit(series.series_uid, ds.SOPInstanceUID, ds) for ds in datasets]
+    assert [v.ok for v in verdicts] == [True] * 19 + [False] and verdicts[-1].first_refusal
+    assert not tight.admit(series.series_uid, datasets[0].SOPInstanceUID, datasets[0]).ok  # stays refused
