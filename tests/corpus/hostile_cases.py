@@ -45,10 +45,11 @@ def over_memory_budget(d: Path) -> Case:
         ds.save_as(p, enforce_file_format=True)
     return both(
         "over_memory_budget",
-        "20 deflated slices of 4096 x 4096 (0.7 MB sent, 335 M voxels: ~16 GB to process, budget 8 GiB)",
+        "20 deflated slices of 4096 x 4096 (0.7 MB sent, 335 M voxels: ~16 GB to process, budget 8 GiB); at the "
+        "listener the 11th C-STORE puts the series over the budget",
         f,
         HttpExpect(413, "TOO_LARGE"),
-        rejected_series("TOO_LARGE"),
+        DicomExpect(statuses={"0x0000": 10, "0xA700": 10}, outcomes=("refused:memory_budget",)),
     )
 
 

@@ -58,7 +58,8 @@ NO_CONTEXT = "no context"  # the SCU could not send: the SCP accepted no present
 class DicomExpect:
     """``association``: accepted | rejected. ``statuses``: C-STORE status label -> count ("0x0000", "0xA900", ...,
     or NO_CONTEXT). ``outcomes``: per stored series (sorted): "succeeded", "failed:CODE" (the job failed),
-    "rejected:CODE" (the listener's submission was refused by the pipeline's checks); () when nothing was stored."""
+    "rejected:CODE" (the listener's submission was refused by the pipeline's checks), "refused:REASON" (the listener
+    refused the rest of the series while it arrived and dropped what it had spooled); () when nothing was stored."""
 
     association: str = "accepted"
     statuses: dict[str, int] = field(default_factory=dict)
@@ -75,9 +76,12 @@ class DicomExpect:
 
 def _outcome_label(outcome: str) -> str:
     kind, _, code = outcome.partition(":")
-    return {"succeeded": "job succeeded", "failed": f"job failed `{code}`", "rejected": f"`job_rejected` `{code}`"}[
-        kind
-    ]
+    return {
+        "succeeded": "job succeeded",
+        "failed": f"job failed `{code}`",
+        "rejected": f"`job_rejected` `{code}`",
+        "refused": f"`series_refused` `{code}`, spooled part dropped",
+    }[kind]
 
 
 @dataclass

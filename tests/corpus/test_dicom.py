@@ -75,6 +75,8 @@ def series_outcome(records: list[dict], series_uid: str) -> str | None:
             continue
         if r["event"] == "job_rejected":
             return f"rejected:{r['error_code']}"
+        if r["event"] == "series_refused":
+            return f"refused:{r['reason']}"
         if r["event"] == "job_finished":
             return "succeeded" if r["job_state"] == "succeeded" else f"failed:{r['error_code']}"
     return None
@@ -139,8 +141,10 @@ def test_dicom_case(name: str, corpus: dict[str, Case], dicom_run) -> None:
     assert dict(got.statuses) == want.statuses
     assert got.outcomes == want.outcomes, f"stored series {sorted(got.stored_sops)}"
     assert got.echo_after, "the listener did not answer C-ECHO after the case"
+    refused = any(o.startswith("refused:") for o in got.outcomes)
     for uid, sops in got.stored_sops.items():  # exactly the accepted instances are spooled, nothing else
-        assert sorted(p.stem for p in listener.spool.series_files(uid)) == sorted(sops)
+        kept = [] if refused else sorted(sops)  # a series refused while it arrived: its spooled part is dropped
+        assert sorted(p.stem for p in listener.spool.series_files(uid)) == kept
 
 
 def test_dicom_nothing_half_written(dicom_run) -> None:
