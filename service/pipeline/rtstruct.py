@@ -10,8 +10,10 @@ recovers the mask exactly.
 
 What is written (RT Structure Set IOD, PS3.3 A.19):
 
-- Patient and General Study modules copied from the CT (``Volume.info.patient_study_attrs``), the CT's
-  (0020,000D) StudyInstanceUID and (0020,0052) FrameOfReferenceUID; a new series and SOP instance.
+- Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study and Frame of Reference
+  modules and (0008,0005) Specific Character Set copied from the CT (``Volume.info.patient_study_attrs``, made by
+  the loader from the same table, :mod:`service.pipeline.dicom_modules`), the CT's (0020,000D) StudyInstanceUID
+  and (0020,0052) FrameOfReferenceUID; a new series and SOP instance.
 - (3006,0010) ReferencedFrameOfReferenceSequence -> RTReferencedStudySequence -> RTReferencedSeriesSequence ->
   (3006,0016) ContourImageSequence listing every CT image of the series.
 - One ROI per mask, ROINumber 1..n in the order given; (3006,0036) ROIGenerationAlgorithm AUTOMATIC,
@@ -47,6 +49,7 @@ from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from service.pipeline.contours import mask_to_polygons
+from service.pipeline.dicom_modules import apply_module_attributes
 from service.pipeline.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -69,41 +72,6 @@ _PALETTE: tuple[tuple[int, int, int], ...] = (
     (140, 90, 255),
     (0, 220, 220),
     (200, 30, 30),
-)
-
-# Patient, General Study and Patient Study module attributes we copy from the CT; the type 2 ones are written
-# (empty) even when the CT lacks them.
-_COPY_KEYWORDS = (
-    "SpecificCharacterSet",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientBirthTime",
-    "OtherPatientIDsSequence",
-    "PatientIdentityRemoved",
-    "DeidentificationMethod",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "StudyDescription",
-    "PatientAge",
-    "PatientSize",
-    "PatientWeight",
-)
-_TYPE2_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
 )
 
 
@@ -237,12 +205,9 @@ def build_rtstruct(
     ds = Dataset()
     ds.file_meta = meta
 
-    attrs = info.patient_study_attrs
-    for keyword in _COPY_KEYWORDS:
-        if keyword in attrs and attrs[keyword] is not None:
-            setattr(ds, keyword, attrs[keyword])
-        elif keyword in _TYPE2_KEYWORDS:
-            setattr(ds, keyword, "")
+    # Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study, Frame of Reference and
+    # (0008,0005) Specific Character Set, from the one table the loader copied them with
+    apply_module_attributes(ds, info.patient_study_attrs)
     # SOP Common
     ds.SOPClassUID = RTStructureSetStorage
     ds.SOPInstanceUID = sop_uid
@@ -260,7 +225,6 @@ def build_rtstruct(
     ds.ManufacturerModelName = model_name[:64]
     ds.SoftwareVersions = [f"parotid-seg {version}"[:64], f"{model_name} {model_version}"[:64]]
     ds.FrameOfReferenceUID = info.frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
     # Structure Set
     ds.StructureSetLabel = STRUCTURE_SET_LABEL
     ds.StructureSetName = f"AUTO {model_name} {model_version}"[:64]

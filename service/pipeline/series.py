@@ -17,27 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.dicom_modules import copy_module_attributes
 from service.pipeline.series_geometry import GridLayout, plan_grid
 from service.pipeline.series_pixels import PixelFormat, check_pixel_format, read_hu_slice
 from service.pipeline.series_scan import CtFile, scan_inputs, select_series, tag_label
 from service.pipeline.volume import SeriesInfo, Volume
 
 log = logging.getLogger(__name__)
-
-# Patient and study module attributes copied into derived objects (RTSTRUCT), when present.
-PATIENT_STUDY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
-)
 
 
 def _text(f: CtFile, keyword: str) -> str:
@@ -133,7 +119,7 @@ def load_series(
         array_zyx[k] = layout.to_canonical(hu)
     ordered = [files[i] for i in layout.order]
     first = ordered[0]
-    attrs: dict[str, object] = {kw: _text(first, kw) for kw in PATIENT_STUDY_KEYWORDS if kw in first.ds}
+    attrs = copy_module_attributes(first.ds)  # patient, study, frame of reference + Specific Character Set
     info = SeriesInfo(
         series_instance_uid=uid,
         study_instance_uid=_text(first, "StudyInstanceUID"),
