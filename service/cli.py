@@ -27,8 +27,20 @@ def _progress(stage: str, frac: float) -> None:
     print(f"[{frac * 100:5.1f}%] {stage}", file=sys.stderr, flush=True)
 
 
+def _roi_suffix(value: str) -> str:
+    from pydantic import ValidationError
+
+    from service.pipeline.structures import StructureTemplate
+
+    try:
+        return StructureTemplate(suffix=value).suffix
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.errors()[0]["msg"]) from None
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from service.pipeline.segment import segment_series
+    from service.pipeline.structures import StructureTemplate
 
     for p in (args.output, args.qa, args.preview):
         if p is not None and not p.parent.is_dir():
@@ -43,6 +55,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         series_uid=args.series_uid,
         store=args.model_store,
         progress=None if args.quiet else _progress,
+        structures=StructureTemplate(suffix=args.roi_suffix),
     )
     summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
     print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
@@ -80,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
     seg.add_argument("--reference", type=Path, help="reference RTSTRUCT: adds Dice/IoU/HD95/MSD to the QA")
     seg.add_argument("--series-uid", help="SeriesInstanceUID to use when the input holds several CT series")
+    seg.add_argument(
+        "--roi-suffix", default="", type=_roi_suffix, help="appended to every ROI name, e.g. _AI (default: none)"
+    )
     seg.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     seg.set_defaults(func=_cmd_segment)
 

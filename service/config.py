@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.model_bundle import DEFAULT_STORE
+from service.pipeline.structures import StructureTemplate
 
 GiB = 1024**3
 _OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")
@@ -73,7 +74,9 @@ def read_keys_file(path: Path) -> dict[str, str]:
 class Settings(BaseSettings):
     """Every knob of the API, the workers and the job store."""
 
-    model_config = SettingsConfigDict(env_prefix="PAROTID_", frozen=True, extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="PAROTID_", env_nested_delimiter="__", frozen=True, extra="ignore", validate_default=True
+    )
 
     # storage
     job_dir: Path = Field(default=Path("var/jobs"), description="job store root (shared by the API and every worker)")
@@ -82,6 +85,10 @@ class Settings(BaseSettings):
     retention_s: int = Field(default=7 * 86400, ge=60, description="delete jobs this long after they end")
     cleanup_interval_s: int = Field(default=300, ge=1, le=86400)
     min_free_disk_bytes: int = Field(default=1 * GiB, ge=0, description="free space needed for new jobs")
+
+    # outputs: ROI names, suffix and colours of every output (RTSTRUCT, preview, QA); env
+    # PAROTID_STRUCTURES__SUFFIX=_AI, PAROTID_STRUCTURES__NAMES / __COLORS as JSON objects keyed by model label
+    structures: StructureTemplate = Field(default_factory=StructureTemplate)
 
     # HTTP
     host: str = "127.0.0.1"

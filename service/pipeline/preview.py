@@ -7,7 +7,8 @@ outline drawn over a soft-tissue window (W 400 / L 40 HU). Display conventions:
   left; superior is up in coronal and sagittal. Every panel is labelled with R/L, A/P, S/I markers;
 - true aspect ratio: images are placed on axes in mm (LPS coordinates, ticks in mm) with equal aspect;
 - outlines follow voxel edges (the mask is upsampled nearest-neighbour before contouring at 0.5);
-- the legend gives each gland's name, colour and volume; an empty gland is listed as EMPTY.
+- the legend gives each gland's name, colour and volume; an empty gland is listed as EMPTY; names and colours are
+  the structure template's (:mod:`service.pipeline.structures`), the same as in the RTSTRUCT.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot global state, safe in worker threads). The PNG is
 written to a temporary name in the target directory and renamed, so a reader never sees a partial file.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +30,13 @@ from matplotlib.lines import Line2D
 from scipy import ndimage
 
 from service.pipeline.metrics import volume_cc
+from service.pipeline.structures import StructureTemplate, hex_color
 from service.pipeline.volume import Volume
 
 WINDOW_HU = (40.0 - 200.0, 40.0 + 200.0)  # W 400 / L 40
-GLAND_COLOURS = {"Parotid_L": "#ff8c00", "Parotid_R": "#00bfff"}
-_FALLBACK_COLOURS = ("#39ff14", "#ff00ff", "#ffff00", "#ff4040")
 _UPSAMPLE = 4
 _MARGIN_MM = 15.0
 _Z_MARGIN_MM = 40.0
-
-
-def _colour(name: str, n: int) -> str:
-    return GLAND_COLOURS.get(name, _FALLBACK_COLOURS[n % len(_FALLBACK_COLOURS)])
 
 
 def _crop_box(ct: Volume, masks: dict[str, np.ndarray]) -> tuple[slice, slice, slice]:
@@ -191,17 +188,28 @@ def _draw_row(
     ax.set_ylabel("z (mm)", fontsize=7)
 
 
-def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title: str = "") -> None:
-    """Write the preview PNG of ``masks`` (name -> bool mask on the CT grid) over ``ct`` (HU) to ``path``.
+def write_preview(
+    ct: Volume,
+    masks: dict[str, np.ndarray],
+    path: Path,
+    *,
+    title: str = "",
+    colors: Mapping[str, Sequence[int]] | None = None,
+) -> None:
+    """Write the preview PNG of ``masks`` (ROI name -> bool mask on the CT grid) over ``ct`` (HU) to ``path``.
 
-    ``title`` should name the model, its version and the QA status (``QAReport.summary_line()``).
+    ``title`` should name the model, its version and the QA status (``QAReport.summary_line()``). ``colors``
+    (ROI name -> RGB 0-255) are the structure template's, the same as the RTSTRUCT's (3006,002A) ROI Display
+    Color; names without one get the template's defaults.
     """
     path = Path(path)
     masks = {n: np.asarray(m, dtype=bool) for n, m in masks.items()}
     for name, m in masks.items():
         if m.shape != ct.shape_zyx:
             raise ValueError(f"{name}: mask shape {m.shape} != CT grid {ct.shape_zyx}")
-    colours = {n: _colour(n, idx) for idx, n in enumerate(masks)}
+    given = {n: (int(c[0]), int(c[1]), int(c[2])) for n, c in (colors or {}).items()}
+    rgb = StructureTemplate(colors=given).colors_for(list(masks))
+    colours = {n: hex_color(c) for n, c in rgb.items()}
     box = _crop_box(ct, masks)
     rows: list[tuple[str, tuple[int, int, int]]] = []
     for name, m in masks.items():

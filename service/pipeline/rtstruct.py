@@ -16,8 +16,9 @@ What is written (RT Structure Set IOD, PS3.3 A.19):
   and (0020,0052) FrameOfReferenceUID; a new series and SOP instance.
 - (3006,0010) ReferencedFrameOfReferenceSequence -> RTReferencedStudySequence -> RTReferencedSeriesSequence ->
   (3006,0016) ContourImageSequence listing every CT image of the series.
-- One ROI per mask, ROINumber 1..n in the order given; (3006,0036) ROIGenerationAlgorithm AUTOMATIC,
-  (3006,00A4) RTROIInterpretedType ORGAN, distinct (3006,002A) ROIDisplayColor.
+- One ROI per mask, ROINumber 1..n in the order given, (3006,0026) ROIName as given (the caller applies the
+  structure template, :mod:`service.pipeline.structures`); (3006,0036) ROIGenerationAlgorithm AUTOMATIC,
+  (3006,00A4) RTROIInterpretedType ORGAN, (3006,002A) ROIDisplayColor from ``colors`` (the template's).
 - One CLOSED_PLANAR contour per polygon per slice, each referencing the CT image of its slice; the contour z is
   the slice's stored (0020,0032) z when ``SeriesInfo.slice_z_mm`` is known. DS values have at most 16 characters.
 - Marked as machine-made and unapproved: (3006,0002) StructureSetLabel "AUTO Parotid", SeriesDescription and
@@ -36,7 +37,7 @@ import datetime as dt
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, RTSt
 
 from service.pipeline.contours import mask_to_polygons
 from service.pipeline.dicom_modules import apply_module_attributes
+from service.pipeline.structures import StructureTemplate
 from service.pipeline.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -63,16 +65,6 @@ SERIES_NUMBER = 901
 # (0008,1150) for RTReferencedStudySequence: Detached Study Management SOP Class, as the standard's example
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
-
-DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {"Parotid_L": (0, 170, 255), "Parotid_R": (255, 120, 0)}
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 200, 80),
-    (230, 40, 160),
-    (240, 220, 0),
-    (140, 90, 255),
-    (0, 220, 220),
-    (200, 30, 30),
-)
 
 
 def format_ds(value: float) -> str:
@@ -95,20 +87,6 @@ def _package_version() -> str:
         return metadata.version("parotid-seg")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def _colors_for(names: Sequence[str], colors: Mapping[str, tuple[int, int, int]] | None) -> list[list[int]]:
-    chosen: dict[str, tuple[int, int, int]] = {}
-    for name in names:
-        if colors and name in colors:
-            chosen[name] = tuple(int(v) for v in colors[name])  # type: ignore[assignment]
-        elif name in DEFAULT_COLORS and DEFAULT_COLORS[name] not in chosen.values():
-            chosen[name] = DEFAULT_COLORS[name]
-    spare = [c for c in _PALETTE if c not in chosen.values()]
-    for i, name in enumerate(names):
-        if name not in chosen:
-            chosen[name] = spare[i % len(spare)] if spare else _PALETTE[i % len(_PALETTE)]
-    return [list(chosen[name]) for name in names]
 
 
 def _slice_z_mm(ct: Volume) -> list[float]:
@@ -250,7 +228,9 @@ def build_rtstruct(
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
 
     names = list(masks)
-    roi_colors = _colors_for(names, colors)
+    # colours by ROI name; names without one: the template's defaults (service.pipeline.structures)
+    by_name = StructureTemplate(colors=dict(colors or {})).colors_for(names)
+    roi_colors = [list(by_name[name]) for name in names]
     z_mm = _slice_z_mm(ct)
     rois, contours, observations = [], [], []
     for number, (name, color) in enumerate(zip(names, roi_colors, strict=True), start=1):

@@ -21,6 +21,7 @@ from service.pipeline.qa import QAReport, QAThresholds, build_qa, write_qa_json
 from service.pipeline.rtstruct import write_rtstruct
 from service.pipeline.rtstruct_read import read_rtstruct_masks
 from service.pipeline.series import load_series
+from service.pipeline.structures import DEFAULT_TEMPLATE, StructureTemplate
 from service.pipeline.volume import Volume
 
 Progress = Callable[[str, float], None]  # (stage name, fraction of the job done)
@@ -97,12 +98,18 @@ def write_outputs(
     qa_path: Path | None = None,
     preview_path: Path | None = None,
     progress: Progress | None = None,
+    structures: StructureTemplate | None = None,
 ) -> QAReport:
-    """Write RTSTRUCT (+ QA JSON, + preview PNG); all appear together or not at all."""
+    """Write RTSTRUCT (+ QA JSON, + preview PNG); all appear together or not at all.
+
+    ROI names and colours come from ``structures`` (default: TG-263 names, the default colours) for all three."""
     from service.pipeline.preview import write_preview
 
     ref = result.model.ref
-    masks = {name: g.mask_zyx for name, g in result.glands.items()}
+    template = structures or DEFAULT_TEMPLATE
+    colors = template.colors_for(list(result.glands))
+    masks = template.rename({label: g.mask_zyx for label, g in result.glands.items()})
+    roi_colors = template.rename(colors)
     pending: list[tuple[Path, Path]] = []
     times = dict(result.stage_times_s)
     try:
@@ -110,7 +117,7 @@ def write_outputs(
             progress("rtstruct", 0.85)
         t0 = time.perf_counter()
         tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
-        write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version)
+        write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version, colors=roi_colors)
         pending.append((tmp_rs, rtstruct_path))
         times["rtstruct"] = round(time.perf_counter() - t0, 3)
         if preview_path is not None:
@@ -119,10 +126,14 @@ def write_outputs(
             t0 = time.perf_counter()
             tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
             title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
-            write_preview(result.ct, masks, tmp_pv, title=title)
+            write_preview(result.ct, masks, tmp_pv, title=title, colors=roi_colors)
             pending.append((tmp_pv, preview_path))
             times["preview"] = round(time.perf_counter() - t0, 3)
-        qa = result.qa.model_copy(update={"stage_times_s": times})
+        glands = {
+            label: g.model_copy(update={"roi_name": template.roi_name(label), "display_color_rgb": colors[label]})
+            for label, g in result.qa.glands.items()
+        }
+        qa = result.qa.model_copy(update={"stage_times_s": times, "glands": glands})
         if qa_path is not None:
             tmp_qa = qa_path.with_name(f".{qa_path.name}.partial")
             write_qa_json(qa, tmp_qa)
@@ -148,8 +159,10 @@ def segment_series(
     store: Path = DEFAULT_STORE,
     thresholds: QAThresholds | None = None,
     progress: Progress | None = None,
+    structures: StructureTemplate | None = None,
 ) -> QAReport:
-    """Segment one CT series and write the RTSTRUCT (and QA JSON / preview PNG when paths are given)."""
+    """Segment one CT series and write the RTSTRUCT (and QA JSON / preview PNG when paths are given), with the ROI
+    names and colours of ``structures`` (default ``structures.DEFAULT_TEMPLATE``)."""
     result = run_segmentation(
         inputs,
         model=model,
@@ -159,7 +172,7 @@ def segment_series(
         thresholds=thresholds,
         progress=progress,
     )
-    qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress)
+    qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress, structures)
     if progress:
         progress("done", 1.0)
     return qa

@@ -104,6 +104,7 @@ def _run_locked(
             series_uid=record.series_instance_uid,
             store=settings.model_store,
             progress=_Progress(store, job_id),
+            structures=settings.structures,
         )
     except JobNotFound:
         raise
