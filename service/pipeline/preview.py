@@ -16,8 +16,6 @@ written to a temporary name in the target directory and renamed, so a reader nev
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import ndimage
 
+from service.fileio import atomic_write
 from service.pipeline.metrics import volume_cc
 from service.pipeline.structures import StructureTemplate, hex_color
 from service.pipeline.volume import Volume
@@ -112,10 +111,10 @@ def _panel(
         interpolation="nearest",
         aspect="equal",
     )
-    for mask2d, colour in outlines:
+    for mask2d, color in outlines:
         if mask2d.any():
             up = np.repeat(np.repeat(mask2d.astype(np.float32), _UPSAMPLE, axis=0), _UPSAMPLE, axis=1)
-            ax.contour(h_up, v_up, up, levels=[0.5], colors=[colour], linewidths=1.3)
+            ax.contour(h_up, v_up, up, levels=[0.5], colors=[color], linewidths=1.3)
     ax.set_xlim(h_range)
     ax.set_ylim((v_hi, v_lo) if v_down else (v_lo, v_hi))
     ax.tick_params(labelsize=7)
@@ -125,7 +124,7 @@ def _draw_row(
     axes: list[Axes],
     ct: Volume,
     masks: dict[str, np.ndarray],
-    colours: dict[str, str],
+    colors: dict[str, str],
     centre_kji: tuple[int, int, int],
     box: tuple[slice, slice, slice],
     row_name: str,
@@ -147,7 +146,7 @@ def _draw_row(
         y_rng,
         x_up,
         y_up,
-        [(m[ck, by, bx], colours[n]) for n, m in masks.items()],
+        [(m[ck, by, bx], colors[n]) for n, m in masks.items()],
         v_down=True,
     )
     _label(ax, "R", "L", "A", "P")
@@ -163,7 +162,7 @@ def _draw_row(
         z_rng,
         x_up,
         z_up,
-        [(m[bz, cj, bx], colours[n]) for n, m in masks.items()],
+        [(m[bz, cj, bx], colors[n]) for n, m in masks.items()],
         v_down=False,
     )
     _label(ax, "R", "L", "S", "I")
@@ -179,7 +178,7 @@ def _draw_row(
         z_rng,
         y_up,
         z_up,
-        [(m[bz, by, ci], colours[n]) for n, m in masks.items()],
+        [(m[bz, by, ci], colors[n]) for n, m in masks.items()],
         v_down=False,
     )
     _label(ax, "A", "P", "S", "I")
@@ -209,7 +208,7 @@ def write_preview(
             raise ValueError(f"{name}: mask shape {m.shape} != CT grid {ct.shape_zyx}")
     given = {n: (int(c[0]), int(c[1]), int(c[2])) for n, c in (colors or {}).items()}
     rgb = StructureTemplate(colors=given).colors_for(list(masks))
-    colours = {n: hex_color(c) for n, c in rgb.items()}
+    hex_colors = {n: hex_color(c) for n, c in rgb.items()}
     box = _crop_box(ct, masks)
     rows: list[tuple[str, tuple[int, int, int]]] = []
     for name, m in masks.items():
@@ -223,12 +222,12 @@ def write_preview(
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for (row_name, centre), row_axes in zip(rows, axes, strict=True):
-        _draw_row(list(row_axes), ct, masks, colours, centre, box, row_name)
+        _draw_row(list(row_axes), ct, masks, hex_colors, centre, box, row_name)
 
     handles = []
     for name, m in masks.items():
         label = f"{name}: {volume_cc(m, ct.spacing_mm_zyx):.1f} cc" if m.any() else f"{name}: EMPTY (no contour)"
-        handles.append(Line2D([], [], color=colours[name], linewidth=2.5, label=label))
+        handles.append(Line2D([], [], color=hex_colors[name], linewidth=2.5, label=label))
     if handles:
         fig.legend(handles=handles, loc="outside upper right", fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"
@@ -239,11 +238,5 @@ def write_preview(
         ha="left",
     )
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png")

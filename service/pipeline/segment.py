@@ -8,8 +8,7 @@ only when all of them are complete, so a rejected input never leaves a file behi
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +20,9 @@ from service.pipeline.qa import QAReport, QAThresholds, build_qa, write_qa_json
 from service.pipeline.rtstruct import write_rtstruct
 from service.pipeline.rtstruct_read import read_rtstruct_masks
 from service.pipeline.series import load_series
+from service.pipeline.stages import PROGRESS_AT, Progress, Stage, StageTimer
 from service.pipeline.structures import DEFAULT_TEMPLATE, StructureTemplate
 from service.pipeline.volume import Volume
-
-Progress = Callable[[str, float], None]  # (stage name, fraction of the job done)
 
 
 @dataclass
@@ -34,20 +32,6 @@ class SegmentationResult:
     qa: QAReport
     model: LoadedModel
     stage_times_s: dict[str, float] = field(default_factory=dict)
-
-
-class _Timer:
-    def __init__(self, progress: Progress | None) -> None:
-        self.times: dict[str, float] = {}
-        self.progress = progress
-
-    def run(self, stage: str, frac: float, fn, *args, **kwargs):
-        if self.progress:
-            self.progress(stage, frac)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.times[stage] = round(time.perf_counter() - t0, 3)
-        return out
 
 
 def run_segmentation(
@@ -61,25 +45,25 @@ def run_segmentation(
     progress: Progress | None = None,
 ) -> SegmentationResult:
     """Run every stage in memory; raises ``InputError`` for rejected input before any output exists."""
-    timer = _Timer(progress)
+    timer = StageTimer(progress)
     ref = resolve_bundle(model, store)
-    loaded = timer.run("load_model", 0.0, load_bundle, ref)
-    ct = timer.run("read", 0.05, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
+    with timer.stage(Stage.LOAD_MODEL):
+        loaded = load_bundle(ref)
+    plan = loaded.plan
+    with timer.stage(Stage.READ):
+        ct = load_series(inputs, series_uid=series_uid, min_slices=plan.min_slices)
     ref_masks = None
     if reference is not None:
-        ref_masks = timer.run(
-            "read_reference", 0.1, read_rtstruct_masks, reference, ct, list(loaded.plan.labels[1:]), require_all=False
-        )
-    t0 = time.perf_counter()
-    if progress:
-        progress("preprocess", 0.15)
-    x = preprocess_volume(ct, loaded.plan)
-    timer.times["preprocess"] = round(time.perf_counter() - t0, 3)
-    probs_model = timer.run("model", 0.2, predict_probabilities, loaded.predict, x, loaded.plan)
-    probs = timer.run(
-        "resample_back", 0.75, probabilities_to_ct_grid, probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx
-    )
-    glands = timer.run("postprocess", 0.8, postprocess, probs, loaded.plan.labels, loaded.plan.background_weight)
+        with timer.stage(Stage.READ_REFERENCE):
+            ref_masks = read_rtstruct_masks(reference, ct, list(plan.labels[1:]), require_all=False)
+    with timer.stage(Stage.PREPROCESS):
+        x = preprocess_volume(ct, plan)
+    with timer.stage(Stage.MODEL):
+        probs_model = predict_probabilities(loaded.predict, x, plan)
+    with timer.stage(Stage.RESAMPLE_BACK):
+        probs = probabilities_to_ct_grid(probs_model, plan, ct.spacing_mm_zyx, ct.shape_zyx)
+    with timer.stage(Stage.POSTPROCESS):
+        glands = postprocess(probs, plan.labels, plan.background_weight)
     qa = build_qa(
         ct,
         glands,
@@ -111,29 +95,23 @@ def write_outputs(
     masks = template.rename({label: g.mask_zyx for label, g in result.glands.items()})
     roi_colors = template.rename(colors)
     pending: list[tuple[Path, Path]] = []
-    times = dict(result.stage_times_s)
+    timer = StageTimer(progress, result.stage_times_s)
     try:
-        if progress:
-            progress("rtstruct", 0.85)
-        t0 = time.perf_counter()
-        tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
-        write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version, colors=roi_colors)
-        pending.append((tmp_rs, rtstruct_path))
-        times["rtstruct"] = round(time.perf_counter() - t0, 3)
+        with timer.stage(Stage.RTSTRUCT):
+            tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
+            write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version, colors=roi_colors)
+            pending.append((tmp_rs, rtstruct_path))
         if preview_path is not None:
-            if progress:
-                progress("preview", 0.92)
-            t0 = time.perf_counter()
-            tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
-            title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
-            write_preview(result.ct, masks, tmp_pv, title=title, colors=roi_colors)
-            pending.append((tmp_pv, preview_path))
-            times["preview"] = round(time.perf_counter() - t0, 3)
+            with timer.stage(Stage.PREVIEW):
+                tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
+                title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
+                write_preview(result.ct, masks, tmp_pv, title=title, colors=roi_colors)
+                pending.append((tmp_pv, preview_path))
         glands = {
             label: g.model_copy(update={"roi_name": template.roi_name(label), "display_color_rgb": colors[label]})
             for label, g in result.qa.glands.items()
         }
-        qa = result.qa.model_copy(update={"stage_times_s": times, "glands": glands})
+        qa = result.qa.model_copy(update={"stage_times_s": timer.times, "glands": glands})
         if qa_path is not None:
             tmp_qa = qa_path.with_name(f".{qa_path.name}.partial")
             write_qa_json(qa, tmp_qa)
@@ -174,5 +152,5 @@ def segment_series(
     )
     qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress, structures)
     if progress:
-        progress("done", 1.0)
+        progress(Stage.DONE.value, PROGRESS_AT[Stage.DONE])
     return qa
