@@ -42,6 +42,8 @@ ALLOWED_FIELDS = frozenset(
         "job_id",
         "job_state",
         "existing_job",
+        "on_resend",
+        "redelivery",
         "error_code",
         "error",
         "destination",

@@ -43,8 +43,11 @@ class JobView:
 
 
 class JobBackend(Protocol):
-    def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
-        """Create (or find) the job for the DICOM files in ``batch_dir``; the backend takes the files over."""
+    def submit(
+        self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str, recompute: bool = False
+    ) -> SubmittedJob:
+        """Create (or find) the job for the DICOM files in ``batch_dir``; the backend takes the files over.
+        ``recompute``: a new job even if a succeeded one exists for the same series and model."""
         ...
 
     def poll(self, job_id: str) -> JobView: ...
@@ -88,9 +91,13 @@ class ServiceJobBackend:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         return cls(JobService.from_settings(settings, make_dispatcher))
 
-    def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
+    def submit(
+        self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str, recompute: bool = False
+    ) -> SubmittedJob:
         try:
-            res = self.service.submit_series(batch_dir, owner=owner, model=model, series_uid=series_uid, move=True)
+            res = self.service.submit_series(
+                batch_dir, owner=owner, model=model, series_uid=series_uid, move=True, recompute=recompute
+            )
         except DispatchUnavailable as exc:
             raise SubmitLater(exc.code, exc.message, float(exc.retry_after_s)) from None
         return SubmittedJob(res.job.id, existing=not res.created)

@@ -3,8 +3,9 @@
 Reception runs on pynetdicom's association threads (``scp.StorageHandlers``). One background loop thread turns
 ready series into jobs (a hard-linked snapshot of the spooled series is submitted to the service's job store,
 whose idempotency decides whether it is a new job), drops expired spool data, and follows submitted jobs; when a
-job succeeds its RTSTRUCT is queued for delivery (``delivery.DeliveryQueue``, its own threads). Jobs being followed
-are recorded in ``<spool>/active/`` so a restart still delivers their results.
+job succeeds its RTSTRUCT is queued for delivery (``delivery.DeliveryQueue``, its own threads). A series the
+job store already processed follows the peer's ``on_resend`` (redeliver the existing result, ignore, or
+recompute). Jobs being followed are recorded in ``<spool>/active/`` so a restart still delivers their results.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ class ActiveJob:
     series_uid: str
     calling_ae: str
     destination: Destination | None
+    redelivery: str = ""  # non-empty: the series was sent again, its existing result goes out again (on_resend)
 
 
 def resolve_destination(settings: ListenerSettings, origin: Origin) -> Destination | None:
@@ -158,9 +161,15 @@ class Listener:
             peer_host=r.origin.peer_host,
             reason=r.reason,
         )
+        peer = self.settings.peer(r.origin.calling_ae)
+        on_resend = peer.on_resend if peer is not None else "redeliver"
         try:
             sub = self.jobs.submit(
-                batch, series_uid=r.series_uid, model=self.settings.model, owner=owner_for_ae(r.origin.calling_ae)
+                batch,
+                series_uid=r.series_uid,
+                model=self.settings.model,
+                owner=owner_for_ae(r.origin.calling_ae),
+                recompute=on_resend == "recompute",
             )
         except EnvironmentFault as exc:  # the model store, not the series: try again once it is fixed
             self._defer(r, str(exc.code), exc.message, 60.0)
@@ -181,9 +190,10 @@ class Listener:
         finally:
             self.spool.remove_batch(batch)
         self._write_marker(r.series_uid, sub.job_id, n)
-        job = ActiveJob(sub.job_id, r.series_uid, r.origin.calling_ae, resolve_destination(self.settings, r.origin))
-        self._active[job.job_id] = job
-        self._save_active(job)
+        redelivery = uuid.uuid4().hex[:12] if sub.existing and on_resend == "redeliver" else ""
+        job = ActiveJob(
+            sub.job_id, r.series_uid, r.origin.calling_ae, resolve_destination(self.settings, r.origin), redelivery
+        )
         self.audit.record(
             "job_submitted",
             series_uid=r.series_uid,
@@ -191,9 +201,14 @@ class Listener:
             n_instances=n,
             job_id=sub.job_id,
             existing_job=sub.existing,
+            on_resend=on_resend if sub.existing else None,
             calling_ae=r.origin.calling_ae,
             destination=job.destination.label if job.destination else None,
         )
+        if sub.existing and on_resend == "ignore":
+            return  # nothing goes back; a job still running from the first send is followed already
+        self._active[job.job_id] = job
+        self._save_active(job)
         self._follow(job)
 
     def _defer(self, r: ReadySeries, code: str, message: str, delay_s: float) -> None:
@@ -222,7 +237,9 @@ class Listener:
             error_code=view.error_code,
         )
         if view.state == "succeeded" and job.destination is not None and view.rtstruct_path is not None:
-            self.delivery.enqueue(job.job_id, job.series_uid, view.rtstruct_path, job.destination)
+            self.delivery.enqueue(
+                job.job_id, job.series_uid, view.rtstruct_path, job.destination, redelivery=job.redelivery
+            )
 
     # ------------------------------------------------------------------ persistence
     def _write_marker(self, series_uid: str, job_id: str, n_instances: int) -> None:
@@ -256,7 +273,9 @@ class Listener:
             try:
                 d = json.loads(f.read_text())
                 dest = Destination(**d["destination"]) if d.get("destination") else None
-                self._active[d["job_id"]] = ActiveJob(d["job_id"], d["series_uid"], d["calling_ae"], dest)
+                self._active[d["job_id"]] = ActiveJob(
+                    d["job_id"], d["series_uid"], d["calling_ae"], dest, d.get("redelivery", "")
+                )
             except (ValueError, KeyError, TypeError):
                 f.unlink(missing_ok=True)
 

@@ -36,6 +36,11 @@ class PeerConfig(BaseModel):
     ``return_host:return_port`` (a TPS or PACS); ``none`` keeps it in the job store only. ``return_tls`` sends
     over TLS, verifying the destination's certificate (against ``return_tls_ca_file`` of the listener, else the
     system's trust store) and its host name or IP address.
+
+    ``on_resend``: what a series this peer sends again (same series, same pixel data, same model) gets once its
+    job has succeeded: ``redeliver`` (default) sends the existing RTSTRUCT again without recomputing (a planning
+    system user who deleted the structure set just sends the CT again); ``ignore`` sends nothing; ``recompute``
+    runs a new job (the old one stays in the job store) and delivers its result.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +51,7 @@ class PeerConfig(BaseModel):
     return_host: str | None = None
     return_port: int | None = Field(None, ge=1, le=65535)
     return_tls: bool = False
+    on_resend: Literal["redeliver", "ignore", "recompute"] = "redeliver"
 
     @field_validator("ae_title", "return_ae_title")
     @classmethod
