@@ -4,7 +4,8 @@
 #   dicom3tools  dciodvfy                                (DICOM validator for the RTSTRUCT)
 #   plastimatch  plastimatch                             (independent RTSTRUCT rasterizer)
 #   orthanc      Orthanc                                 (a real PACS on loopback: whole-study sends)
-#   chromium, chromium-driver  chromium, chromedriver    (headless browser: /docs and /redoc offline)
+#   chromium, chromium-driver  chromium, chromedriver    (headless browser: the commissioning report and the
+#                                                          /docs and /redoc pages render offline)
 # Runs `apt-get update` at most once, non-interactively; uses sudo when not root. Used by `make test` and .ci/run.
 set -euo pipefail
 

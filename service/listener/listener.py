@@ -25,6 +25,7 @@ from service.fileio import default_file_mode, write_atomic
 from service.listener.audit import AuditLog
 from service.listener.delivery import DeliveryQueue, Destination, send_rtstruct
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
+from service.listener.review_hold import ReviewHolds
 from service.listener.scp import StorageHandlers, build_ae, start_server
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool
@@ -41,6 +42,7 @@ class ActiveJob:
     series_uid: str
     calling_ae: str
     destination: Destination | None
+    review_before_send: bool = False  # the peer's RTSTRUCT waits for approval (service.listener.review_hold)
     redelivery: str = ""  # non-empty: the series was sent again, its existing result goes out again (on_resend)
 
 
@@ -82,6 +84,7 @@ class Listener:
             workers=settings.delivery_workers,
             sender=functools.partial(send_rtstruct, tls_context=settings.return_tls_context()),
         )
+        self.holds = ReviewHolds(root, jobs, self.delivery, self.audit)
         self.active_dir = root / "active"
         self.active_dir.mkdir(parents=True, exist_ok=True)
         self._active: dict[str, ActiveJob] = {}
@@ -149,6 +152,7 @@ class Listener:
                     self._follow(job)
                 except Exception:  # noqa: BLE001 - followed again at the next poll
                     log.exception("following job %s failed", job.job_id)
+            self.holds.poll()
 
     def _dispatch(self, r: ReadySeries) -> None:
         batch, n = self.spool.snapshot(r.series_uid, r.generation)
@@ -190,10 +194,18 @@ class Listener:
         finally:
             self.spool.remove_batch(batch)
         self._write_marker(r.series_uid, sub.job_id, n)
-        redelivery = uuid.uuid4().hex[:12] if sub.existing and on_resend == "redeliver" else ""
         job = ActiveJob(
-            sub.job_id, r.series_uid, r.origin.calling_ae, resolve_destination(self.settings, r.origin), redelivery
+            sub.job_id,
+            r.series_uid,
+            r.origin.calling_ae,
+            resolve_destination(self.settings, r.origin),
+            review_before_send=bool(peer and peer.review_before_send),
+            redelivery=uuid.uuid4().hex[:12] if sub.existing and on_resend == "redeliver" else "",
         )
+        ignored = sub.existing and on_resend == "ignore"  # nothing goes back (a first send still running is followed)
+        if not ignored:
+            self._active[job.job_id] = job
+            self._save_active(job)
         self.audit.record(
             "job_submitted",
             series_uid=r.series_uid,
@@ -205,11 +217,8 @@ class Listener:
             calling_ae=r.origin.calling_ae,
             destination=job.destination.label if job.destination else None,
         )
-        if sub.existing and on_resend == "ignore":
-            return  # nothing goes back; a job still running from the first send is followed already
-        self._active[job.job_id] = job
-        self._save_active(job)
-        self._follow(job)
+        if not ignored:
+            self._follow(job)
 
     def _defer(self, r: ReadySeries, code: str, message: str, delay_s: float) -> None:
         """Submit the series again after ``delay_s`` (from the spool, which still holds every instance)."""
@@ -237,9 +246,12 @@ class Listener:
             error_code=view.error_code,
         )
         if view.state == "succeeded" and job.destination is not None and view.rtstruct_path is not None:
-            self.delivery.enqueue(
-                job.job_id, job.series_uid, view.rtstruct_path, job.destination, redelivery=job.redelivery
-            )
+            if job.review_before_send:
+                self.holds.hold(job)
+            else:
+                self.delivery.enqueue(
+                    job.job_id, job.series_uid, view.rtstruct_path, job.destination, redelivery=job.redelivery
+                )
 
     # ------------------------------------------------------------------ persistence
     def _write_marker(self, series_uid: str, job_id: str, n_instances: int) -> None:
@@ -274,10 +286,16 @@ class Listener:
                 d = json.loads(f.read_text())
                 dest = Destination(**d["destination"]) if d.get("destination") else None
                 self._active[d["job_id"]] = ActiveJob(
-                    d["job_id"], d["series_uid"], d["calling_ae"], dest, d.get("redelivery", "")
+                    d["job_id"],
+                    d["series_uid"],
+                    d["calling_ae"],
+                    dest,
+                    bool(d.get("review_before_send", False)),
+                    str(d.get("redelivery", "")),
                 )
             except (ValueError, KeyError, TypeError):
                 f.unlink(missing_ok=True)
+        self.holds.recover(ActiveJob)
 
     # ------------------------------------------------------------------ introspection (tests, health)
     def active_jobs(self) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import missing
-from tests.listener.conftest import free_port, wait_for
+from tests.support.net import free_port, wait_for
 
 ORTHANC_AE = "ORTHANC"
 

@@ -33,6 +33,8 @@ def test_a_series_sent_again_gets_the_peers_resend_policy(
     again = storescu(listener.port, series.files)
     assert again.returncode == 0, again.stderr
     submitted = wait_for(lambda: audit(listener, "job_submitted")[1:], 30, "the second submission")
+    if on_resend != "ignore":
+        wait_for(lambda: len(tps.received()) == 2, 120, "the second RTSTRUCT")
     wait_for(listener.idle, 120, "the second send to be handled")
     received = tps.received()
     jobs = jobs_for_series(job_service, series.series_uid)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ from fastapi import FastAPI
 
 from service.api.app import create_app
 from tests.conftest import missing, require_tool
-from tests.service.conftest import free_port, make_settings
+from tests.service.conftest import make_settings
+from tests.support.net import free_port, wait_for
 
 CHROME_ARGS = (
     "--headless=new",
@@ -47,23 +48,12 @@ class Server:
 
     def __enter__(self) -> Server:
         self.thread.start()
-        _wait(lambda: self.server.started, 30, "uvicorn to start")
+        wait_for(lambda: self.server.started, 30, "uvicorn to start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
-
-
-def _wait(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    end = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -116,7 +106,7 @@ def test_swagger_ui_and_redoc_render_offline_from_the_installation(chrome, tmp_p
     app = create_app(make_settings(tmp_path / "jobs", model_store))
     with Server(app) as server:
         chrome.get(f"{server.url}/docs")
-        _wait(lambda: _count(chrome, ".opblock") >= 5, 60, "Swagger UI to list the operations")
+        wait_for(lambda: _count(chrome, ".opblock") >= 5, 60, "Swagger UI to list the operations")
         paths = {e.get_attribute("data-path") for e in chrome.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
         assert {"/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= paths, paths
         assert "parotid-seg" in chrome.find_element(By.CSS_SELECTOR, ".info .title").text
@@ -125,7 +115,7 @@ def test_swagger_ui_and_redoc_render_offline_from_the_installation(chrome, tmp_p
         assert any(u.endswith("/openapi.json") for u in urls), urls
 
         chrome.get(f"{server.url}/redoc")
-        _wait(lambda: _count(chrome, "[data-section-id^='operation/']") >= 5, 60, "ReDoc to render the operations")
+        wait_for(lambda: _count(chrome, "[data-section-id^='operation/']") >= 5, 60, "ReDoc to render the operations")
         assert "/v1/jobs" in chrome.find_element(By.TAG_NAME, "body").text
         urls.update(_requests(chrome))
         assert any(u.endswith("/docs-assets/redoc.standalone.js") for u in urls), urls
