@@ -14,8 +14,12 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.errors import ErrorCode, InputError, ServiceError
+
+if TYPE_CHECKING:
+    from service.pipeline.qa import QAReport
 
 APPS = {
     "serve": ("service.api.app_cli", "run the HTTP API (embedded worker pool unless PAROTID_BROKER_URL is set)"),
@@ -50,7 +54,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.batch is not None:
         from service.batch_segment import segment_batch
 
-        for flag in ("qa", "preview", "reference", "series_uid"):
+        for flag in ("qa", "preview", "reference", "series_uid", "seg", "nifti"):
             if getattr(args, flag) is not None:
                 raise InputError(ErrorCode.BAD_REQUEST, f"--{flag.replace('_', '-')} is for one series, not --batch")
         return segment_batch(
@@ -61,14 +65,37 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             progress=None if args.quiet else _batch_progress,
         )
 
-    for p in (args.output, args.qa, args.preview):
+    for p in (args.output, args.qa, args.preview, args.seg, args.nifti):
         if p is not None and not p.parent.is_dir():
             raise InputError(ErrorCode.EMPTY_INPUT, f"{p.parent}: output folder does not exist")
-    qa = segment_series(
+    if args.seg is not None or args.nifti is not None:
+        qa = _segment_with_research_outputs(args)
+    else:
+        qa = segment_series(
+            [Path(p) for p in args.ct_dir],
+            rtstruct_path=args.output,
+            qa_path=args.qa,
+            preview_path=args.preview,
+            model=args.model,
+            reference=args.reference,
+            series_uid=args.series_uid,
+            store=args.model_store,
+            progress=None if args.quiet else _progress,
+        )
+    summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
+    print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
+    for r in qa.reasons:
+        print(f"  {r.severity}: {r.message}", file=sys.stderr)
+    return 0
+
+
+def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
+    """RTSTRUCT (+ QA, preview) and a DICOM SEG and/or NIfTI masks from the same masks; on any error none stays."""
+    from service.exports import write_nifti_masks, write_seg
+    from service.pipeline.segment import run_segmentation, write_outputs
+
+    result = run_segmentation(
         [Path(p) for p in args.ct_dir],
-        rtstruct_path=args.output,
-        qa_path=args.qa,
-        preview_path=args.preview,
         model=args.model,
         reference=args.reference,
         series_uid=args.series_uid,
@@ -76,11 +103,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         progress=None if args.quiet else _progress,
         structures=StructureTemplate(suffix=args.roi_suffix),
     )
-    summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
-    print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
-    for r in qa.reasons:
-        print(f"  {r.severity}: {r.message}", file=sys.stderr)
-    return 0
+    masks = {name: g.mask_zyx for name, g in result.glands.items()}
+    ref = result.model.ref
+    written: list[Path] = []
+    try:
+        if args.seg is not None:
+            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version)
+            written.append(args.seg)
+        if args.nifti is not None:
+            written += write_nifti_masks(args.nifti, result.ct, masks)
+        return write_outputs(result, args.output, args.qa, args.preview)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -147,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT_DIR/summary.csv; exit 0 all done, 3 some failed, 2 none",
     )
     seg.add_argument("--qa", type=Path, help="QA JSON file to write")
+    seg.add_argument("--seg", type=Path, help="also write the masks as a DICOM SEG (research pipelines)")
+    seg.add_argument("--nifti", type=Path, metavar="PREFIX", help="also write PREFIX_<gland>.nii.gz masks")
     seg.add_argument("--preview", type=Path, help="preview PNG file to write")
     seg.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
     seg.add_argument("--reference", type=Path, help="reference RTSTRUCT: adds Dice/IoU/HD95/MSD to the QA")
