@@ -81,6 +81,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             series_uid=args.series_uid,
             store=args.model_store,
             progress=None if args.quiet else _progress,
+            structures=StructureTemplate(suffix=args.roi_suffix),
         )
     summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
     print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
@@ -93,6 +94,7 @@ def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
     """RTSTRUCT (+ QA, preview) and a DICOM SEG and/or NIfTI masks from the same masks; on any error none stays."""
     from service.exports import write_nifti_masks, write_seg
     from service.pipeline.segment import run_segmentation, write_outputs
+    from service.pipeline.structures import StructureTemplate
 
     result = run_segmentation(
         [Path(p) for p in args.ct_dir],
@@ -101,18 +103,19 @@ def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
         series_uid=args.series_uid,
         store=args.model_store,
         progress=None if args.quiet else _progress,
-        structures=StructureTemplate(suffix=args.roi_suffix),
     )
-    masks = {name: g.mask_zyx for name, g in result.glands.items()}
+    template = StructureTemplate(suffix=args.roi_suffix)  # the RTSTRUCT's names and colours, for every output
+    masks = template.rename({label: g.mask_zyx for label, g in result.glands.items()})
+    colors = template.rename(template.colors_for(list(result.glands)))
     ref = result.model.ref
     written: list[Path] = []
     try:
         if args.seg is not None:
-            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version)
+            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version, colors=colors)
             written.append(args.seg)
         if args.nifti is not None:
             written += write_nifti_masks(args.nifti, result.ct, masks)
-        return write_outputs(result, args.output, args.qa, args.preview)
+        return write_outputs(result, args.output, args.qa, args.preview, structures=template)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
