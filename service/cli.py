@@ -63,6 +63,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             model=args.model,
             store=args.model_store,
             progress=None if args.quiet else _batch_progress,
+            structures=StructureTemplate(suffix=args.roi_suffix),
         )
 
     for p in (args.output, args.qa, args.preview, args.seg, args.nifti):
