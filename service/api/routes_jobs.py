@@ -165,6 +165,17 @@ def get_qa(job_id: str, owner: str = Depends(require_owner), jobs: JobService = 
 
 
 @router.get(
+    "/{job_id}/uncertainty.nii.gz",
+    summary="The QA's uncertainty map on the CT grid (NIfTI, float32 in [0, 1])",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}}, **ERROR_RESPONSES},
+)
+def get_uncertainty(job_id: str, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)):
+    _, path = _output(jobs, owner, job_id, "uncertainty")
+    return FileResponse(path, media_type="application/gzip", filename=f"uncertainty_{job_id}.nii.gz")
+
+
+@router.get(
     "/{job_id}/preview.png",
     summary="Preview image (PNG)",
     response_class=FileResponse,

@@ -32,7 +32,16 @@ from service.config import Settings
 from service.errors import ErrorCode, InputError, ServiceError
 from service.jobs.dispatch import Dispatcher, DispatcherFactory, DispatchUnavailable
 from service.jobs.ingest import check_reference, check_series, describe_paths, idempotency_key, write_manifest
-from service.jobs.models import INPUT_DIR, PREVIEW_FILE, QA_FILE, REFERENCE_FILE, RTSTRUCT_FILE, JobRecord, JobState
+from service.jobs.models import (
+    INPUT_DIR,
+    PREVIEW_FILE,
+    QA_FILE,
+    REFERENCE_FILE,
+    RTSTRUCT_FILE,
+    UNCERTAINTY_FILE,
+    JobRecord,
+    JobState,
+)
 from service.jobs.store import JobNotFound, JobStore
 from service.model_bundle import resolve_bundle
 from service.pipeline.plan import Plan
@@ -193,7 +202,7 @@ class JobService:
         self.store.delete(job_id)
 
     def output_path(self, job_id: str, kind: str) -> Path:
-        """``kind``: rtstruct, qa or preview. The file exists once the job succeeded."""
+        """``kind``: rtstruct, qa, preview or uncertainty. The file exists once the job succeeded."""
         return output_files(self.store, job_id)[kind]
 
     def wait(self, job_id: str, *, timeout_s: float, poll_s: float = 0.5) -> JobRecord:
@@ -212,9 +221,10 @@ class JobService:
 
 
 def output_files(store: JobStore, job_id: str) -> dict[str, Path]:
-    """The output files of a succeeded job by kind (rtstruct, qa, preview)."""
+    """The output files of a succeeded job by kind (rtstruct, qa, preview, uncertainty)."""
     return {
         "rtstruct": store.output_path(job_id, RTSTRUCT_FILE),
         "qa": store.output_path(job_id, QA_FILE),
         "preview": store.output_path(job_id, PREVIEW_FILE),
+        "uncertainty": store.output_path(job_id, UNCERTAINTY_FILE),
     }
