@@ -50,6 +50,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, RTSt
 from service.fileio import atomic_write, default_file_mode
 from service.pipeline.contours import mask_to_polygons
 from service.pipeline.dicom_modules import apply_module_attributes
+from service.pipeline.rtstruct_values import conform_values
 from service.pipeline.structures import StructureTemplate
 from service.pipeline.volume import Volume
 
@@ -76,7 +77,20 @@ def format_ds(value: float) -> str:
             if len(s) <= 16:
                 break
             s = f"{v:.{digits}g}"
-    return s[:-2] if s.endswith(".0") else s
+    s = s[:-2] if s.endswith(".0") else s
+    check_ds_precision(s, v)
+    return s
+
+
+DS_MAX_ERROR = 1e-4  # absolute (mm for coordinates): far below a voxel, above the rounding of any |value| < 1e10
+
+
+def check_ds_precision(text: str, value: float) -> None:
+    """Refuse to write a DS that does not represent ``value`` (a coordinate 1e15 mm from the origin would collapse
+    distinct contour points onto one 16-character string); the series checks (``series_plausible``) refuse such
+    input first, so this guards the writer itself."""
+    if abs(float(text) - value) > DS_MAX_ERROR:
+        raise ValueError(f"value {value!r} cannot be represented in a 16-character DS ({text!r})")
 
 
 def _package_version() -> str:
@@ -186,8 +200,9 @@ def build_rtstruct(
     ds.file_meta = meta
 
     # Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study, Frame of Reference and
-    # (0008,0005) Specific Character Set, from the one table the loader copied them with
-    apply_module_attributes(ds, info.patient_study_attrs)
+    # (0008,0005) Specific Character Set, from the one table the loader copied them with, made to fit their VRs
+    attrs, _ = conform_values(info.patient_study_attrs)  # (rtstruct_values)
+    apply_module_attributes(ds, attrs)
     # SOP Common
     ds.SOPClassUID = RTStructureSetStorage
     ds.SOPInstanceUID = sop_uid
