@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service.commission.evaluate_report import DOSE_FIELDS, HD95_DEFINITION, ROW_FIELDS, SIZE_BANDS_CC, cohort_summary
 from service.errors import ErrorCode, InputError
-from training.evaluate_report import DOSE_FIELDS, HD95_DEFINITION, ROW_FIELDS, SIZE_BANDS_CC, cohort_summary
 
 DEFAULT_TOLERANCES: dict[str, float | None] = {
     "min_patients": 20,
