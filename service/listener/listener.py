@@ -261,9 +261,6 @@ class Listener:
                 f.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ introspection (tests, health)
-    def active_jobs(self) -> list[str]:
-        return list(self._active)
-
     def idle(self) -> bool:
         """Nothing pending anywhere: no open association, no series waiting, no job followed, no delivery."""
         return (
