@@ -70,6 +70,14 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     JOB_NOT_SUCCEEDED = "JOB_NOT_SUCCEEDED"
     OUTPUT_NOT_FOUND = "OUTPUT_NOT_FOUND"
+    # the review workstation (service.review)
+    REVIEW_NOT_AVAILABLE = "REVIEW_NOT_AVAILABLE"
+    REVISION_NOT_FOUND = "REVISION_NOT_FOUND"
+    REVISION_STALE = "REVISION_STALE"
+    REVIEW_DECIDED = "REVIEW_DECIDED"
+    UNKNOWN_STRUCTURE = "UNKNOWN_STRUCTURE"
+    BAD_LABEL = "BAD_LABEL"
+    NO_CHANGE = "NO_CHANGE"
     # the installation
     MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
     MODEL_INTEGRITY = "MODEL_INTEGRITY"
@@ -160,6 +168,13 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     C.JOB_NOT_FOUND: _spec(_I, 404, "no such job for this API key (unknown, deleted, or another owner's)"),
     C.JOB_NOT_SUCCEEDED: _spec(_I, 409, "outputs asked of a job that has not succeeded"),
     C.OUTPUT_NOT_FOUND: _spec(_X, 404, "a succeeded job without the output file"),
+    C.REVIEW_NOT_AVAILABLE: _spec(_I, 404, "a job without review data (not succeeded, or its review cache failed)"),
+    C.REVISION_NOT_FOUND: _spec(_I, 404, "no revision of that number for this job"),
+    C.REVISION_STALE: _spec(_I, 409, "a revision or decision on a revision that is no longer the latest; reload"),
+    C.REVIEW_DECIDED: _spec(_I, 409, "a job already approved or rejected (a decision is final)"),
+    C.UNKNOWN_STRUCTURE: _spec(_I, 422, "a structure name that is not in this result"),
+    C.BAD_LABEL: _spec(_I, 422, "a corrected mask with label values that name no structure"),
+    C.NO_CHANGE: _spec(_I, 422, "a corrected mask equal to the revision it edits"),
     C.MODEL_NOT_FOUND: _spec(_E, 422, "no model bundle of that name/version (or none at all) in the model store"),
     C.MODEL_INTEGRITY: _spec(_E, 503, "a model bundle file missing or not matching SHA256SUMS"),
     C.CONFIG: _spec(_E, None, "a setting is missing, invalid or unsafe (the message names it)"),

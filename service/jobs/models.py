@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,3 +73,5 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     qa_status: str | None = None
     stage_times_s: dict[str, float] = Field(default_factory=dict)
+    # the review workstation's summary (service.api.routes_review): revisions, decision, reviewer, time, comment
+    review: dict[str, Any] | None = None

@@ -24,6 +24,7 @@ class Stage(StrEnum):
     POSTPROCESS = "postprocess"
     RTSTRUCT = "rtstruct"
     PREVIEW = "preview"
+    REVIEW_CACHE = "review_cache"  # the worker's copy of CT and masks for the review workstation (service.review)
     DONE = "done"
 
 
@@ -38,6 +39,7 @@ TIMED_STAGES: tuple[Stage, ...] = (
     Stage.POSTPROCESS,
     Stage.RTSTRUCT,
     Stage.PREVIEW,
+    Stage.REVIEW_CACHE,
 )
 
 PROGRESS_AT: dict[Stage, float] = {
@@ -51,6 +53,7 @@ PROGRESS_AT: dict[Stage, float] = {
     Stage.POSTPROCESS: 0.8,
     Stage.RTSTRUCT: 0.85,
     Stage.PREVIEW: 0.92,
+    Stage.REVIEW_CACHE: 0.97,
     Stage.DONE: 1.0,
 }
 

@@ -28,7 +28,7 @@ from service.jobs.models import (
 )
 from service.jobs.stats import record_stage_times
 from service.jobs.store import JobNotFound, JobStore
-from service.pipeline.stages import Stage
+from service.pipeline.stages import PROGRESS_AT, Stage
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def _run_locked(
             f"unexpected {type(exc).__name__} in the worker; the worker log has the details (job {job_id})",
         )
     times = {k: float(v) for k, v in qa.stage_times_s.items()}
+    _build_review_cache(store, job_id, record.series_instance_uid, record.has_reference, times)
     store.update(
         job_id,
         state=JobState.SUCCEEDED,
@@ -142,6 +143,27 @@ def _run_locked(
     record_stage_times(store.stats_dir, times)
     log.info("job %s: succeeded, QA %s", job_id, qa.status)
     return JobState.SUCCEEDED
+
+
+def _build_review_cache(store: JobStore, job_id: str, series_uid: str, has_reference: bool, times: dict) -> None:
+    """The review workstation's copy of the CT and masks (``service.review.cache``), made while the input files
+    still exist; a failure is logged and never fails the job."""
+    import time
+
+    from service.review.cache import try_build_review_cache
+
+    _Progress(store, job_id)(Stage.REVIEW_CACHE.value, PROGRESS_AT[Stage.REVIEW_CACHE])
+    folder = store.job_path(job_id)
+    t0 = time.perf_counter()
+    try_build_review_cache(
+        folder,
+        job_id,
+        inputs=folder / INPUT_DIR,
+        rtstruct_path=store.output_path(job_id, RTSTRUCT_FILE),
+        series_uid=series_uid,
+        reference=folder / REFERENCE_FILE if has_reference else None,
+    )
+    times[Stage.REVIEW_CACHE.value] = round(time.perf_counter() - t0, 3)
 
 
 def _finish_failed(store: JobStore, job_id: str, code: str, message: str) -> JobState:
