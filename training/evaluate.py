@@ -6,8 +6,7 @@ postprocess) on every patient and compares with the reference contours on the pa
 surface distance, surface Dice at 2 and 3 mm, volumes; ``cohort``, both glands pooled: volume error by reference
 size band and its Spearman correlation with the reference volume, the reference missed by medial / middle / lateral
 third, the anterior border shortfall and, where the data carry the clinical plan dose (OpenKBP ``dose.csv``), the
-mean dose and D50 to the automatic and the reference contour and their difference; see
-``service.commission.evaluate_report``)
+mean dose and D50 to the automatic and the reference contour and their difference; see ``training.evaluate_report``)
 and ``bland_altman.png`` (predicted vs reference gland volumes). Never writes into the bundle unless
 ``--update-bundle`` is given, and then only when ``--data-dir``/``--format`` are the split the bundle was selected
 on (its metrics.json ``data``): it stores the summary in metrics.json, regenerates MODEL_CARD.md and the checksums.
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.commission.evaluate_report import DOSE_FIELDS, ROW_FIELDS, cohort_summary, gland_extras, gland_metrics
+from training.evaluate_report import DOSE_FIELDS, ROW_FIELDS, cohort_summary, gland_extras, gland_metrics
 
 
 def _summary(rows: list[dict], glands: tuple[str, ...]) -> dict:
@@ -292,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             f"SD {s['dice_std']:.3f}; HD95 median {s['hd95_mm_median']:.1f} mm",
             file=sys.stderr,
         )
-    from service.commission.evaluate_report import card_lines
+    from training.evaluate_report import card_lines
 
     for line in card_lines(summary):
         if line:

@@ -127,7 +127,7 @@ def measured_lines(val: dict | None, data: dict) -> list[str]:
         _validation_table(val),
         "",
     ]
-    from service.commission.evaluate_report import card_lines
+    from training.evaluate_report import card_lines
 
     lines += card_lines(val)
     if selection:

@@ -25,7 +25,7 @@ from service.pipeline.volume import Volume
 
 @dataclass
 class PatientResult:
-    rows: list[dict]  # one per gland with a reference contour: metrics (see evaluate_report.gland_metrics)
+    rows: list[dict]  # one per gland with a reference contour: metrics (see training.evaluate_report.gland_metrics)
     ct: Volume
     auto: dict[str, np.ndarray]
     reference: dict[str, np.ndarray]
@@ -35,7 +35,7 @@ class PatientResult:
 
 def find_dose(patient_dir: Path, files: Sequence[Path]) -> Path | None:
     """The patient's RTDOSE file, None if there is none; InputError(BAD_DOSE) when there are several."""
-    from service.pipeline.rtstruct_find import _sop_class
+    from service.pipeline.rtstruct_find import sop_class as _sop_class
 
     doses = [p for p in files if _safe_sop_class(_sop_class, p) == RTDoseStorage]
     if len(doses) > 1:
@@ -55,7 +55,7 @@ def evaluate_patient(
     patient_dir: Path, *, model: str | None, store: Path, synonyms: Mapping[str, Sequence[str]]
 ) -> PatientResult:
     """Segment, read the reference (and dose), and measure every gland; InputError says why a patient is unusable."""
-    from service.commission.evaluate_report import gland_metrics
+    from service.pipeline.metrics_report import gland_metrics
     from service.pipeline.rtstruct_find import find_reference
 
     files = list_input_files(patient_dir)

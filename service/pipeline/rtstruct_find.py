@@ -1,11 +1,13 @@
-"""Find the reference RTSTRUCT of a CT among a patient's files, and the ROI-name synonym file.
+"""Find a patient's reference RTSTRUCT among its files, and ROI-name synonym files (shared by the training DICOM
+reader and ``parotid-seg evaluate``).
 
-Used by the training reader for clinic data (``training.data.dicom_rtstruct``) and by commissioning
-(``service.commission``). Every RTSTRUCT among the files is identified by (0002,0002) Media Storage SOP Class UID
-(or (0008,0016) SOP Class UID) = RT Structure Set Storage; its (3006,0020) Structure Set ROI Sequence > (3006,0026)
-ROI Names are matched to ``Parotid_L`` / ``Parotid_R`` through the synonym list
-(:func:`service.pipeline.rtstruct_read.match_roi_name`), and its frame must be the CT's (0020,0052) Frame of
-Reference UID. Refusals are ``InputError(BAD_TRAINING_DATA)`` naming the file (commissioning re-codes them).
+Every RTSTRUCT among the files is identified by (0002,0002) Media Storage SOP Class UID (or (0008,0016) SOP Class
+UID) = RT Structure Set Storage; its (3006,0020) Structure Set ROI Sequence > (3006,0026) ROI Name are matched to
+``Parotid_L`` / ``Parotid_R`` through the synonym list (:func:`service.pipeline.rtstruct_read.match_roi_name`), and
+its frame ((3006,0020) > (3006,0024) Referenced Frame of Reference UID, or (3006,0010) Referenced Frame of
+Reference Sequence > (0020,0052) Frame of Reference UID) must be the CT's (0020,0052) Frame of Reference UID.
+Problems raise ``InputError(BAD_REFERENCE)`` naming the file (the training reader reports them as
+BAD_TRAINING_DATA).
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ Synonyms = Mapping[str, Sequence[str]]
 
 
 def _bad(message: str) -> InputError:
-    return InputError(ErrorCode.BAD_TRAINING_DATA, message)
+    return InputError(ErrorCode.BAD_REFERENCE, message)
 
 
 def load_synonyms(path: Path, *, extend_defaults: bool = True) -> dict[str, tuple[str, ...]]:
     """ROI-name synonyms from a JSON file ``{"Parotid_L": [...], "Parotid_R": [...]}``.
 
     With ``extend_defaults`` the names are added to :data:`DEFAULT_SYNONYMS`; otherwise they replace them (a
-    gland missing from the file then matches only its own name). Raises InputError(BAD_TRAINING_DATA) naming the
+    gland missing from the file then matches only its own name). Raises InputError(BAD_REFERENCE) naming the
     file when it is not such a JSON object.
     """
     try:
@@ -58,14 +60,14 @@ def load_synonyms(path: Path, *, extend_defaults: bool = True) -> dict[str, tupl
 
 
 @dataclass
-class _StructHeader:
+class StructHeader:
     path: Path
     frames: set[str]  # Frame of Reference UIDs the matched parotid ROIs reference
     roi_names: list[str]  # every (3006,0026) ROI Name in the file
     glands: dict[str, list[str]]  # gland -> ROI names matched to it
 
 
-def _sop_class(path: Path) -> str | None:
+def sop_class(path: Path) -> str | None:
     """(0002,0002) Media Storage SOP Class UID from the File Meta (cheap), else (0008,0016); None if not DICOM."""
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
@@ -82,10 +84,10 @@ def _sop_class(path: Path) -> str | None:
 
 
 def _find_rtstructs(files: Sequence[Path]) -> list[Path]:
-    return [p for p in files if _sop_class(p) == RTStructureSetStorage]
+    return [p for p in files if sop_class(p) == RTStructureSetStorage]
 
 
-def _read_header(path: Path, synonyms: Synonyms) -> _StructHeader:
+def _read_header(path: Path, synonyms: Synonyms) -> StructHeader:
     """(3006,0020) Structure Set ROI Sequence names and frames, and (3006,0010) Referenced Frame of Reference."""
     try:
         ds = pydicom.dcmread(path)
@@ -103,22 +105,22 @@ def _read_header(path: Path, synonyms: Synonyms) -> _StructHeader:
             glands.setdefault(key, []).append(name)
             frame = str(item.get("ReferencedFrameOfReferenceUID", "")) or (top[0] if len(top) == 1 else "")
             frames.add(frame)
-    return _StructHeader(path, frames, names, glands)
+    return StructHeader(path, frames, names, glands)
 
 
-def _rel(path: Path, root: Path) -> str:
+def rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
 
 
-def _choose_rtstruct(patient_dir: Path, headers: list[_StructHeader], ct: Volume) -> _StructHeader:
+def _choose_rtstruct(patient_dir: Path, headers: list[StructHeader], ct: Volume) -> StructHeader:
     ct_frame = ct.info.frame_of_reference_uid if ct.info is not None else ""
     with_glands = [h for h in headers if h.glands]
     if not with_glands:
         found = "; ".join(
-            f"{_rel(h.path, patient_dir)}: {', '.join(repr(n) for n in h.roi_names) or 'no ROIs'}" for h in headers
+            f"{rel(h.path, patient_dir)}: {', '.join(repr(n) for n in h.roi_names) or 'no ROIs'}" for h in headers
         )
         raise _bad(
             f"no parotid ROI matched (3006,0026) ROI Names found: {found}; add the clinic's names to the synonym "
@@ -129,19 +131,19 @@ def _choose_rtstruct(patient_dir: Path, headers: list[_StructHeader], ct: Volume
         h = with_glands[0]
         frames = ", ".join(sorted(repr(f or "none") for f in h.frames))
         raise _bad(
-            f"{_rel(h.path, patient_dir)}: the parotid ROIs reference Frame of Reference {frames} "
+            f"{rel(h.path, patient_dir)}: the parotid ROIs reference Frame of Reference {frames} "
             f"((3006,0024) Referenced Frame of Reference UID), the CT's (0020,0052) Frame of Reference UID is "
             f"{ct_frame!r}: the RTSTRUCT was drawn on another CT"
         )
     if len(on_ct) > 1:
-        files = ", ".join(_rel(h.path, patient_dir) for h in on_ct)
+        files = ", ".join(rel(h.path, patient_dir) for h in on_ct)
         raise _bad(f"several RTSTRUCTs with parotid ROIs on this CT ({files}); keep one per patient")
     return on_ct[0]
 
 
-def find_reference(patient_dir: Path, files: Sequence[Path], ct: Volume, synonyms: Synonyms) -> _StructHeader:
+def find_reference(patient_dir: Path, files: Sequence[Path], ct: Volume, synonyms: Synonyms) -> StructHeader:
     """The one RTSTRUCT among ``files`` with parotid ROIs on ``ct`` (``.path``; ``.glands``: gland -> ROI names);
-    InputError(BAD_TRAINING_DATA) says why there is none."""
+    InputError(BAD_REFERENCE) says why there is none."""
     rtstructs = _find_rtstructs(files)
     if not rtstructs:
         raise _bad(f"no RTSTRUCT (RT Structure Set Storage, {RTStructureSetStorage}) among {len(files)} files")
@@ -149,7 +151,7 @@ def find_reference(patient_dir: Path, files: Sequence[Path], ct: Volume, synonym
     for gland, names in chosen.glands.items():
         if len(names) > 1:
             raise _bad(
-                f"{_rel(chosen.path, patient_dir)}: {gland} is ambiguous, ROIs {', '.join(map(repr, names))} all "
+                f"{rel(chosen.path, patient_dir)}: {gland} is ambiguous, ROIs {', '.join(map(repr, names))} all "
                 "match it; keep one (or narrow the synonym list)"
             )
     return chosen

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from service.commission.evaluate_report import card_lines, cohort_summary, gland_metrics
 from service.pipeline import metrics as M
 from service.pipeline.metrics_regional import anterior_shortfall_mm, dose_in_mask, missed_by_third
+from training.evaluate_report import card_lines, cohort_summary, gland_metrics
 
 
 def test_both_hd95_definitions_and_surface_dice_by_hand() -> None:

@@ -24,25 +24,34 @@ or the matched ROIs have no contours. A patient with only one gland is kept with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from service.errors import ErrorCode, InputError
-from service.pipeline.rtstruct_find import (  # noqa: F401 - load_synonyms, SYNONYMS_FILE: this reader's API too
-    GLANDS,
-    SYNONYMS_FILE,
-    Synonyms,
-    _bad,
-    _rel,
-    find_reference,
-    load_synonyms,
-)
+from service.pipeline import rtstruct_find as _find
 from service.pipeline.rtstruct_read import DEFAULT_SYNONYMS, read_rtstruct_masks
 from service.pipeline.series import load_series
 from service.pipeline.series_scan import list_input_files
 from training.data.case import CaseData, SkipReport
+
+GLANDS = _find.GLANDS
+SYNONYMS_FILE = _find.SYNONYMS_FILE
+
+Synonyms = Mapping[str, Sequence[str]]
+
+
+def _bad(message: str) -> InputError:
+    return InputError(ErrorCode.BAD_TRAINING_DATA, message)
+
+
+def load_synonyms(path: Path, *, extend_defaults: bool = True) -> dict[str, tuple[str, ...]]:
+    """:func:`service.pipeline.rtstruct_find.load_synonyms`, refusing with InputError(BAD_TRAINING_DATA)."""
+    try:
+        return _find.load_synonyms(path, extend_defaults=extend_defaults)
+    except InputError as exc:
+        raise _bad(exc.message) from None
 
 
 def read_patient(patient_dir: Path, synonyms: Synonyms = DEFAULT_SYNONYMS) -> CaseData:
@@ -60,7 +69,10 @@ def read_patient(patient_dir: Path, synonyms: Synonyms = DEFAULT_SYNONYMS) -> Ca
             ErrorCode.MULTIPLE_SERIES: "several CT series",
         }.get(exc.code, "CT refused")
         raise _bad(f"{what} [{exc.code}]: {exc.message}") from None
-    chosen = find_reference(patient_dir, files, ct, synonyms)
+    try:
+        chosen = _find.find_reference(patient_dir, files, ct, synonyms)
+    except InputError as exc:
+        raise _bad(exc.message) from None
     wanted = [g for g in GLANDS if g in chosen.glands]
     try:
         masks = read_rtstruct_masks(chosen.path, ct, wanted, synonyms=synonyms)
@@ -69,7 +81,7 @@ def read_patient(patient_dir: Path, synonyms: Synonyms = DEFAULT_SYNONYMS) -> Ca
     kept = {g: np.asarray(m, dtype=bool) for g, m in masks.items() if np.any(m)}
     if not kept:
         matched = ", ".join(repr(n) for g in wanted for n in chosen.glands[g])
-        raise _bad(f"{_rel(chosen.path, patient_dir)}: the parotid ROIs ({matched}) have no contours")
+        raise _bad(f"{_find.rel(chosen.path, patient_dir)}: the parotid ROIs ({matched}) have no contours")
     hu = np.ascontiguousarray(ct.array_zyx, dtype=np.float32)
     return CaseData(patient_dir.name, hu, ct.spacing_mm_zyx, kept)
 
