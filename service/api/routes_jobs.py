@@ -86,7 +86,12 @@ async def submit_job(
         jobs.check_capacity()
         staging = jobs.store.new_staging()
         try:
-            limits = UploadLimits(settings.max_upload_bytes, settings.max_upload_files, settings.zip_max_ratio)
+            limits = UploadLimits(
+                settings.max_upload_bytes,
+                settings.max_upload_files,
+                settings.zip_max_ratio,
+                settings.min_free_disk_bytes,
+            )
             upload = await receive_upload(request, staging, limits)
         except BaseException:
             jobs.store.discard(staging)

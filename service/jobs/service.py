@@ -132,7 +132,13 @@ class JobService:
             ref = resolve_bundle(model or self.settings.default_model, self.settings.model_store)
             plan = Plan.load(ref.path / "plan.json")
             try:
-                check = check_series(staging / INPUT_DIR, series_uid=series_uid, min_slices=plan.min_slices)
+                check = check_series(
+                    staging / INPUT_DIR,
+                    series_uid=series_uid,
+                    min_slices=plan.min_slices,
+                    model_spacing_mm_zyx=plan.spacing_mm_zyx,
+                    memory_budget=self.settings.memory_budget_mb * 2**20,
+                )
                 ref_path = staging / REFERENCE_FILE
                 ref_digest = check_reference(ref_path) if ref_path.exists() else None
             except InputError as exc:

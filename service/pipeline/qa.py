@@ -54,6 +54,7 @@ from service.pipeline.qa_schema import (
     Status,
 )
 from service.pipeline.qa_verdict import apply_signals, calibration_summary
+from service.pipeline.rtstruct_values import conform_values, conformance_note
 from service.pipeline.volume import Volume
 
 LR_PAIRS: tuple[tuple[str, str], ...] = (("Parotid_L", "Parotid_R"),)
@@ -327,6 +328,9 @@ def build_qa(
             calibration=calibration, background_weight=background_weight, pairs=LR_PAIRS,
             body_threshold_hu=th.body_threshold_hu,
         )  # fmt: skip
+    _, conformed = conform_values(ct.info.patient_study_attrs if ct.info else {})  # what the RTSTRUCT writer changes
+    if conformed:
+        flags.append(QAFlag(severity="review", code="patient_values_conformed", message=conformance_note(conformed)))
     status: Status = "ok"
     for f in flags:
         if _SEVERITY_RANK[f.severity] > _SEVERITY_RANK[status]:

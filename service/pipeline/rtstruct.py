@@ -46,6 +46,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, RTSt
 
 from service.fileio import atomic_write, default_file_mode
 from service.pipeline.contours import mask_to_polygons
+from service.pipeline.rtstruct_values import conform_values
 from service.pipeline.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,20 @@ def format_ds(value: float) -> str:
             if len(s) <= 16:
                 break
             s = f"{v:.{digits}g}"
-    return s[:-2] if s.endswith(".0") else s
+    s = s[:-2] if s.endswith(".0") else s
+    check_ds_precision(s, v)
+    return s
+
+
+DS_MAX_ERROR = 1e-4  # absolute (mm for coordinates): far below a voxel, above the rounding of any |value| < 1e10
+
+
+def check_ds_precision(text: str, value: float) -> None:
+    """Refuse to write a DS that does not represent ``value`` (a coordinate 1e15 mm from the origin would collapse
+    distinct contour points onto one 16-character string); the series checks (``series_plausible``) refuse such
+    input first, so this guards the writer itself."""
+    if abs(float(text) - value) > DS_MAX_ERROR:
+        raise ValueError(f"value {value!r} cannot be represented in a 16-character DS ({text!r})")
 
 
 def _package_version() -> str:
@@ -239,7 +253,7 @@ def build_rtstruct(
     ds = Dataset()
     ds.file_meta = meta
 
-    attrs = info.patient_study_attrs
+    attrs, _ = conform_values(info.patient_study_attrs)  # values that fit their VR (rtstruct_values)
     for keyword in _COPY_KEYWORDS:
         if keyword in attrs and attrs[keyword] is not None:
             setattr(ds, keyword, attrs[keyword])

@@ -60,7 +60,9 @@ def run_segmentation(
         loaded = load_bundle(ref)
     plan = loaded.plan
     with timer.stage(Stage.READ):
-        ct = load_series(inputs, series_uid=series_uid, min_slices=plan.min_slices)
+        ct = load_series(
+            inputs, series_uid=series_uid, min_slices=plan.min_slices, model_spacing_mm_zyx=plan.spacing_mm_zyx
+        )
     ref_masks = None
     if reference is not None:
         with timer.stage(Stage.READ_REFERENCE):
