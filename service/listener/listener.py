@@ -41,6 +41,17 @@ class ActiveJob:
     calling_ae: str
     destination: Destination | None
     review_before_send: bool = False  # the peer's RTSTRUCT waits for approval (service.listener.review_hold)
+    qa_hold: str = "fail"  # the peer's QA delivery policy (PeerConfig.qa_hold): none, fail or review
+
+
+_QA_RANK = {"ok": 0, "review": 1, "fail": 2}
+
+
+def held_for_qa(qa_status: str | None, policy: str) -> bool:
+    """True when a result with ``qa_status`` must wait for review under the peer's ``qa_hold`` policy."""
+    if policy == "none" or qa_status not in _QA_RANK:
+        return False
+    return _QA_RANK[qa_status] >= _QA_RANK[policy]
 
 
 def resolve_destination(settings: ListenerSettings, origin: Origin) -> Destination | None:
@@ -192,6 +203,7 @@ class Listener:
             r.origin.calling_ae,
             resolve_destination(self.settings, r.origin),
             review_before_send=bool(peer and peer.review_before_send),
+            qa_hold=peer.qa_hold if peer else "fail",
         )
         self._active[job.job_id] = job
         self._save_active(job)
@@ -235,6 +247,8 @@ class Listener:
         if view.state == "succeeded" and job.destination is not None and view.rtstruct_path is not None:
             if job.review_before_send:
                 self.holds.hold(job)
+            elif held_for_qa(view.qa_status, job.qa_hold):
+                self.holds.hold(job, reason=f"QA {view.qa_status} (peer policy: hold {job.qa_hold})")
             else:
                 self.delivery.enqueue(job.job_id, job.series_uid, view.rtstruct_path, job.destination)
 
@@ -271,7 +285,12 @@ class Listener:
                 d = json.loads(f.read_text())
                 dest = Destination(**d["destination"]) if d.get("destination") else None
                 self._active[d["job_id"]] = ActiveJob(
-                    d["job_id"], d["series_uid"], d["calling_ae"], dest, bool(d.get("review_before_send", False))
+                    d["job_id"],
+                    d["series_uid"],
+                    d["calling_ae"],
+                    dest,
+                    bool(d.get("review_before_send", False)),
+                    str(d.get("qa_hold", "fail")),
                 )
             except (ValueError, KeyError, TypeError):
                 f.unlink(missing_ok=True)
