@@ -153,8 +153,15 @@ def test_review_correct_approve_and_send(stack, tmp_path: Path):
     zip_path = tmp_path / "series.zip"
     zip_path.write_bytes(series.zip_bytes())
 
-    # --- sign in, upload a zip, follow the job, open the case
+    # --- a wrong key is refused on the sign-in page; then sign in, upload a zip, follow the job, open the case
+    driver.get(f"{server.url}/")  # redirected to /ui/
+    driver.find_element(By.ID, "api-key").send_keys("not-a-key")
+    driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    wait_until(lambda: "not known" in driver.find_element(By.ID, "signin-error").text, 10, "the refusal")
+    assert driver.execute_script("return sessionStorage.length") == 0 and driver.get_cookies() == []
+    driver.get_log("browser")  # drain: the refused key's 401 is expected, any later console error is not
     _sign_in(driver, server.url, KEY_ALICE)
+    assert driver.get_cookies() == []  # the key lives in sessionStorage only; no cookies at all
     driver.find_element(By.ID, "pick-files").send_keys(str(zip_path))
     job_id = _open_first_succeeded(driver)
     assert series.folder.name  # the series id is on screen
