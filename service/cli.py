@@ -35,6 +35,20 @@ def _progress(stage: str, frac: float) -> None:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from service.pipeline.segment import segment_series
 
+    if args.batch is not None:
+        from service.batch_segment import segment_batch
+
+        for flag in ("qa", "preview", "reference", "series_uid"):
+            if getattr(args, flag) is not None:
+                raise InputError(ErrorCode.BAD_REQUEST, f"--{flag.replace('_', '-')} is for one series, not --batch")
+        return segment_batch(
+            [Path(p) for p in args.ct_dir],
+            args.batch,
+            model=args.model,
+            store=args.model_store,
+            progress=None if args.quiet else _batch_progress,
+        )
+
     for p in (args.output, args.qa, args.preview):
         if p is not None and not p.parent.is_dir():
             raise InputError(ErrorCode.EMPTY_INPUT, f"{p.parent}: output folder does not exist")
@@ -105,9 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="model store folder")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG)")
+    seg = sub.add_parser(
+        "segment",
+        help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG), or every series (--batch)",
+    )
     seg.add_argument("ct_dir", nargs="+", help="folder(s) searched recursively, or DICOM files")
-    seg.add_argument("--output", type=Path, required=True, help="RTSTRUCT file to write")
+    out = seg.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", type=Path, help="RTSTRUCT file to write")
+    out.add_argument(
+        "--batch",
+        type=Path,
+        metavar="OUT_DIR",
+        help="segment every CT series under the inputs: OUT_DIR/series_NNN/{rtstruct.dcm,qa.json,preview.png} and "
+        "OUT_DIR/summary.csv; exit 0 all done, 3 some failed, 2 none",
+    )
     seg.add_argument("--qa", type=Path, help="QA JSON file to write")
     seg.add_argument("--preview", type=Path, help="preview PNG file to write")
     seg.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")

@@ -17,15 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from service.errors import ErrorCode, InputError, ServiceError
+from service.fileio import default_file_mode, write_atomic
 from service.model_bundle import resolve_bundle
 
 RESULT_VERSION = 1
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, data, mode=default_file_mode())
 
 
 def _check_output(output: Path, store: Path) -> None:

@@ -108,6 +108,6 @@ def render(summary: dict, rows: list[dict], figures: dict[str, bytes], overlays:
 
 
 def write_html(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from service.fileio import default_file_mode, write_atomic
+
+    write_atomic(path, text.encode("utf-8"), mode=default_file_mode())

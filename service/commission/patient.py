@@ -75,7 +75,7 @@ def evaluate_patient(
     auto = {g: m.mask_zyx for g, m in result.glands.items()}
     rows = []
     for gland, ref in reference.items():
-        row = {"patient": patient_dir.name, "gland": gland}
+        row: dict[str, object] = {"patient": patient_dir.name, "gland": gland}
         row.update(gland_metrics(auto[gland], ref, ct.spacing_mm_zyx, gland, dose))
         row["slice_thickness_mm"] = float(ct.spacing_mm_zyx[0])
         row["ref_mean_hu"] = float(ct.array_zyx[ref].mean())
