@@ -34,11 +34,11 @@ from tests.service.conftest import (
     KEY_ALICE,
     SERIES_SHAPE_ZYX,
     SERIES_SPACING_MM_ZYX,
-    free_port,
     key_entries,
     make_settings,
     write_phantom_series,
 )
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow
 KEY_SCANNER = "scanner-review-key-0123456789"
