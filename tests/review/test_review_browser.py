@@ -109,13 +109,20 @@ def _sign_in(driver, url: str, key: str) -> None:
 
 
 def _open_first_succeeded(driver) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    row = wait_until(
-        lambda: driver.find_elements(By.CSS_SELECTOR, "tr.job[data-state=succeeded]"), 120, "a succeeded job"
-    )[0]
-    job_id = row.get_attribute("data-id")
-    row.click()
+    def click_row() -> str | None:
+        rows = driver.find_elements(By.CSS_SELECTOR, "tr.job[data-state=succeeded]")
+        try:  # the list refreshes while jobs run: a row found a moment ago may have been redrawn
+            job_id = rows[0].get_attribute("data-id") if rows else None
+            if job_id:
+                rows[0].click()
+            return job_id
+        except StaleElementReferenceException:
+            return None
+
+    job_id = wait_until(click_row, 120, "a succeeded job")
     wait_until(lambda: driver.execute_script("return window.reviewApp.ready === true"), 60, "the viewer")
     time.sleep(0.5)  # one more frame
     return job_id
