@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     CORRUPT_FILE = "CORRUPT_FILE"
     MISSING_ATTRIBUTE = "MISSING_ATTRIBUTE"
     INVALID_ATTRIBUTE = "INVALID_ATTRIBUTE"
+    # hostile or broken senders (issue 16)
+    INFLATED_TOO_LARGE = "INFLATED_TOO_LARGE"
+    IMPLAUSIBLE_GEOMETRY = "IMPLAUSIBLE_GEOMETRY"
     INCONSISTENT_GEOMETRY = "INCONSISTENT_GEOMETRY"
     DUPLICATE_POSITION = "DUPLICATE_POSITION"
     NONUNIFORM_SPACING = "NONUNIFORM_SPACING"
@@ -149,7 +152,11 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     C.GANTRY_TILT: _spec(_I, 422, "a tilted gantry (slices sheared along the normal)"),
     C.OBLIQUE_ORIENTATION: _spec(_I, 422, "an orientation that is not axial"),
     C.TOO_FEW_SLICES: _spec(_I, 422, "fewer slices than the model's plan needs"),
-    C.TOO_LARGE: _spec(_I, 413, "a volume larger than the service processes"),
+    C.TOO_LARGE: _spec(_I, 413, "a series needing more memory than PAROTID_MEMORY_BUDGET_MB (from its headers)"),
+    C.INFLATED_TOO_LARGE: _spec(
+        _I, 413, "a deflated data set inflating beyond 64 MiB (measured before parsing)", DICOM_OUT_OF_RESOURCES
+    ),
+    C.IMPLAUSIBLE_GEOMETRY: _spec(_I, 422, "pixel/slice spacing, field of view or position that no CT has"),
     C.UNSUPPORTED_TRANSFER_SYNTAX: _spec(_I, 422, "pixel data in a transfer syntax the pipeline does not decode"),
     C.PIXEL_DATA_ERROR: _spec(_I, 422, "pixel data that cannot be decoded or is truncated", DICOM_DATASET_MISMATCH),
     C.MULTIFRAME_NOT_SUPPORTED: _spec(_I, 422, "a multi-frame CT image"),

@@ -86,8 +86,8 @@ def run_commissioning(
     from service.commission.plots import bland_altman_png
     from service.commission.report import build_summary, load_tolerances, write_csv, write_json
     from service.pipeline.rtstruct import _package_version
+    from service.pipeline.rtstruct_find import SYNONYMS_FILE, load_synonyms
     from service.pipeline.rtstruct_read import DEFAULT_SYNONYMS
-    from training.data.dicom_rtstruct import SYNONYMS_FILE, load_synonyms
 
     data_dir, output = Path(data_dir), Path(output)
     tol = load_tolerances(tolerances)  # refuse a bad tolerance file before any work

@@ -25,7 +25,7 @@ import numpy as np
 
 from service.errors import ErrorCode, InputError
 from service.fileio import default_file_mode, write_atomic
-from training.evaluate_report import DOSE_FIELDS, HD95_DEFINITION, ROW_FIELDS, SIZE_BANDS_CC, cohort_summary
+from service.pipeline.metrics_report import DOSE_FIELDS, HD95_DEFINITION, ROW_FIELDS, SIZE_BANDS_CC, cohort_summary
 
 DEFAULT_TOLERANCES: dict[str, float | None] = {
     "min_patients": 20,

@@ -73,6 +73,10 @@ class ListenerSettings(BaseSettings):
     require_called_ae: bool = True  # reject associations addressed to another AE title
     max_associations: int = Field(10, ge=1, le=200)
     network_timeout_s: float = Field(60.0, gt=0)
+    # connections that have not yet sent a whole A-ASSOCIATE-RQ: at most this many (a new one evicts the oldest),
+    # each for at most artim_timeout_s (the ARTIM timer; also the A-ASSOCIATE/A-RELEASE answer timeout)
+    max_pending_connections: int = Field(32, ge=1, le=1000)
+    artim_timeout_s: float = Field(10.0, gt=0, le=600)
     # --- who may send, and where results go
     peers: list[PeerConfig] = Field(default_factory=list)
     allow_unknown_ae: bool = False  # True accepts any calling AE; its results stay in the job store

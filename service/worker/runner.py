@@ -23,6 +23,7 @@ from service.jobs.models import (
     QA_FILE,
     REFERENCE_FILE,
     RTSTRUCT_FILE,
+    UNCERTAINTY_FILE,
     JobState,
     utc_now,
 )
@@ -98,6 +99,7 @@ def _run_locked(
             rtstruct_path=store.output_path(job_id, RTSTRUCT_FILE),
             qa_path=store.output_path(job_id, QA_FILE),
             preview_path=store.output_path(job_id, PREVIEW_FILE),
+            uncertainty_path=store.output_path(job_id, UNCERTAINTY_FILE),
             model=record.model,
             reference=folder / REFERENCE_FILE if record.has_reference else None,
             series_uid=record.series_instance_uid,
@@ -135,6 +137,7 @@ def _run_locked(
         stage=Stage.DONE,
         finished_at=utc_now(),
         qa_status=qa.status,
+        qa_glands=gland_quality(qa),
         stage_times_s=times,
         completions=record.completions + 1,
         error=None,
@@ -171,3 +174,18 @@ def _finish_failed(store: JobStore, job_id: str, code: str, message: str) -> Job
     store.remove_inputs(job_id)
     log.warning("job %s: failed %s", job_id, code)
     return JobState.FAILED
+
+
+def gland_quality(qa) -> dict[str, dict]:
+    """Per gland, what the job record keeps of the QA: status, quality estimate, flag codes."""
+    out = {}
+    for name, g in qa.glands.items():
+        own = [f.severity for f in qa.reasons if f.gland == name]
+        out[name] = {
+            "status": "fail" if "fail" in own else "review" if own else "ok",
+            "p_poor": g.quality.p_poor if g.quality else None,
+            "predicted_dice": g.quality.predicted_dice if g.quality else None,
+            "review_threshold": g.quality.review_threshold if g.quality else None,
+            "flags": list(g.flags),
+        }
+    return out
