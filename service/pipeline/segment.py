@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, resolve_bundle
-from service.pipeline.infer import predict_probabilities, probabilities_to_ct_grid
-from service.pipeline.postprocess import GlandMask, postprocess
+from service.pipeline.gland_boxes import postprocess_on_ct_grid
+from service.pipeline.infer import predict_probabilities
+from service.pipeline.postprocess import GlandMask
 from service.pipeline.preprocess import preprocess_volume
 from service.pipeline.qa import QAReport, QAThresholds, build_qa, write_qa_json
 from service.pipeline.rtstruct import write_rtstruct
@@ -75,10 +76,13 @@ def run_segmentation(
     x = preprocess_volume(ct, loaded.plan)
     timer.times["preprocess"] = round(time.perf_counter() - t0, 3)
     probs_model = timer.run("model", 0.2, predict_probabilities, loaded.predict, x, loaded.plan)
-    probs = timer.run(
-        "resample_back", 0.75, probabilities_to_ct_grid, probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx
-    )
-    glands = timer.run("postprocess", 0.8, postprocess, probs, loaded.plan.labels, loaded.plan.background_weight)
+    del x
+    if progress:
+        progress("postprocess", 0.75)
+    # back onto the CT grid and cleaned inside each gland's box only (same masks as the whole grid, tested);
+    # records the "resample_back" and "postprocess" stage times
+    glands = postprocess_on_ct_grid(probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx, timer.times)
+    del probs_model
     qa = build_qa(
         ct,
         glands,
