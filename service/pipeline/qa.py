@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from service.pipeline import metrics
-from service.pipeline.postprocess import GlandMask
+from service.pipeline.postprocess import GlandMask, mask_indices
 from service.pipeline.qa_schema import (
     XYZ,
     GlandQA,
@@ -87,7 +87,7 @@ def _gland_qa(ct: Volume, gland: GlandMask, th: QAThresholds, flags: list[QAFlag
     if count == 0:
         raised.append(QAFlag(severity="fail", code="empty_gland", gland=name, message=f"{name} is empty"))
     else:
-        kji = np.argwhere(mask)
+        kji = mask_indices(mask)  # np.argwhere inside the gland's box
         centroid = _xyz(ct.index_to_lps(kji.mean(axis=0)))
         lo = _xyz(ct.index_to_lps(kji.min(axis=0)))
         hi = _xyz(ct.index_to_lps(kji.max(axis=0)))
