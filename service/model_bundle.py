@@ -123,6 +123,17 @@ def promote(spec: str, store: Path = DEFAULT_STORE) -> BundleRef:
     return ref
 
 
+def read_plan(ref: BundleRef) -> Plan:
+    """The bundle's plan alone (no network, no TensorFlow import): enough to check an input before loading.
+
+    ``load_bundle`` verifies every checksum (the plan's included) before the network serves anything."""
+    path = ref.path / "plan.json"
+    try:
+        return Plan.load(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(ErrorCode.MODEL_INTEGRITY, f"{path}: unreadable or invalid plan ({exc})") from exc
+
+
 @dataclass
 class LoadedModel:
     ref: BundleRef

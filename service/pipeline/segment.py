@@ -3,6 +3,10 @@
 load_series -> preprocess -> infer -> postprocess -> RTSTRUCT + QA + preview. Input is validated (and the
 reference RTSTRUCT read) before anything is written; the outputs are written under temporary names and renamed
 only when all of them are complete, so a rejected input never leaves a file behind.
+
+Imports: only what reading and checking the input needs is imported with this module; the numerical stages,
+the QA and the writers are imported once the input has been accepted, so that a rejection (e.g. from the CLI)
+answers without paying for SciPy, Matplotlib or a network runtime.
 """
 
 from __future__ import annotations
@@ -12,17 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, resolve_bundle
-from service.pipeline.gland_boxes import postprocess_on_ct_grid
-from service.pipeline.infer import predict_probabilities
-from service.pipeline.postprocess import GlandMask
-from service.pipeline.preprocess import preprocess_volume
-from service.pipeline.qa import QAReport, QAThresholds, build_qa, write_qa_json
-from service.pipeline.rtstruct import write_rtstruct
-from service.pipeline.rtstruct_read import read_rtstruct_masks
+from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, read_plan, resolve_bundle
 from service.pipeline.series import load_series
 from service.pipeline.volume import Volume
+
+if TYPE_CHECKING:
+    from service.pipeline.postprocess import GlandMask
+    from service.pipeline.qa import QAReport, QAThresholds
 
 Progress = Callable[[str, float], None]  # (stage name, fraction of the job done)
 
@@ -63,13 +65,22 @@ def run_segmentation(
     """Run every stage in memory; raises ``InputError`` for rejected input before any output exists."""
     timer = _Timer(progress)
     ref = resolve_bundle(model, store)
-    loaded = timer.run("load_model", 0.0, load_bundle, ref)
-    ct = timer.run("read", 0.05, load_series, inputs, series_uid=series_uid, min_slices=loaded.plan.min_slices)
+    # the input is checked (and the reference read) before the network is loaded: a rejection answers at once
+    plan = read_plan(ref)
+    ct = timer.run("read", 0.0, load_series, inputs, series_uid=series_uid, min_slices=plan.min_slices)
     ref_masks = None
     if reference is not None:
+        from service.pipeline.rtstruct_read import read_rtstruct_masks
+
         ref_masks = timer.run(
-            "read_reference", 0.1, read_rtstruct_masks, reference, ct, list(loaded.plan.labels[1:]), require_all=False
+            "read_reference", 0.05, read_rtstruct_masks, reference, ct, list(plan.labels[1:]), require_all=False
         )
+    loaded = timer.run("load_model", 0.1, load_bundle, ref)
+    from service.pipeline.gland_boxes import postprocess_on_ct_grid
+    from service.pipeline.infer import predict_probabilities
+    from service.pipeline.preprocess import preprocess_volume
+    from service.pipeline.qa import build_qa
+
     t0 = time.perf_counter()
     if progress:
         progress("preprocess", 0.15)
@@ -104,6 +115,8 @@ def write_outputs(
 ) -> QAReport:
     """Write RTSTRUCT (+ QA JSON, + preview PNG); all appear together or not at all."""
     from service.pipeline.preview import write_preview
+    from service.pipeline.qa import write_qa_json
+    from service.pipeline.rtstruct import write_rtstruct
 
     ref = result.model.ref
     masks = {name: g.mask_zyx for name, g in result.glands.items()}
