@@ -77,11 +77,10 @@ def markdown(result: dict) -> str:
         "| postprocess | RTSTRUCT | preview | other | model / latency | peak RSS of the worker |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key, title in (
-        ("cli", "CLI `parotid-seg segment` (new process)"),
-        ("embedded", "embedded service"),
-        ("celery", "Celery service (1 worker)"),
-    ):
+    paths = [(k, t) for k, t in (("cli", "CLI `parotid-seg segment` (new process)"), ("embedded", "embedded service"))]
+    rows = [(f"{k}:{rt}", f"{t}, {rt}") for k, t in paths for rt in result.get("runtimes", [])]
+    rows += [("cli", paths[0][1]), ("embedded", paths[1][1]), ("celery", "Celery service (1 worker, default runtime)")]
+    for key, title in rows:
         if key not in result:
             continue
         s = result[key]["summary"]
@@ -105,7 +104,7 @@ def markdown(result: dict) -> str:
             + f" | {s.get('outside_stages_s', 0):.2f} | {s.get('model_over_latency', 0):.0%} | "
             f"{_mib(result[key]['peak_rss_bytes'])} |"
         )
-    for key in ("embedded", "celery"):
+    for key in [k for k in result if k.startswith("embedded")] + ["celery"]:
         if key in result:
             cold = result[key]["cold"]
             lines.append(
@@ -119,12 +118,40 @@ def markdown(result: dict) -> str:
         "every 0.1 s), warm worker. *other* = latency minus the timed stages (CLI: start-up and imports; "
         "service: QA report, job records, queue hand-off).",
     ]
+    if "reject" in result:
+        r = result["reject"]
+        lines += [
+            "",
+            f"Rejected input (CLI, a 4-slice series, exit status 2 before any model load): {r['latency_s']:.2f} s "
+            f"(median of {r['runs']}), `{r['error']}`.",
+        ]
+    if result.get("sizes"):
+        lines += [
+            "",
+            "| input (pt_201 resampled) | grid z x y x x | MB | runtime | latency s | model s | everything else s "
+            "| model / latency | peak RSS |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for z in result["sizes"]:
+            i = z["input"]
+            model_s = z.get("model_s") or 0.0
+            lines.append(
+                f"| {z['grid']} | {i['slices']} x {i['rows']} x {i['columns']} | {i['bytes'] / 1e6:.0f} | "
+                f"{z['runtime']} | {z['latency_s']:.2f} | {model_s:.2f} | {z['not_model_s']:.2f} | "
+                f"{model_s / z['latency_s']:.0%} | {_mib(z['peak_rss_bytes'])} |"
+            )
+        lines += [
+            "",
+            "Size sweep: `bench.probe`, one fresh process per row (model loaded, one cold run, then the median of "
+            "the warm runs of the whole pipeline with RTSTRUCT, QA and preview written; no HTTP); peak RSS = the "
+            "process' VmHWM.",
+        ]
     if "throughput" in result:
         lines += ["", "| Celery workers | jobs | wall s | jobs / minute |", "| --- | --- | --- | --- |"]
         for t in result["throughput"]:
             lines.append(f"| {t['workers']} | {t['jobs']} | {t['wall_s']:.1f} | {t['jobs_per_min']:.2f} |")
     ingest = []
-    for key in ("embedded", "celery"):
+    for key in [k for k in result if k.startswith("embedded")] + ["celery"]:
         if key in result and result[key]["summary"].get("post_s"):
             s = result[key]["summary"]
             ingest.append(
