@@ -216,9 +216,12 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
     if not rows:
         rows.append(("grid centre (no gland)", tuple(s // 2 for s in ct.shape_zyx)))  # type: ignore[arg-type]
 
-    fig = Figure(figsize=(13.5, 4.6 * len(rows) + 1.0), dpi=100, facecolor="white", layout="constrained")
+    # a fixed layout (margins in inches): a layout engine would draw the whole figure twice to measure it
+    height = 4.6 * len(rows) + 1.0
+    fig = Figure(figsize=(13.5, height), dpi=100, facecolor="white")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), 3, squeeze=False)
+    grid = {"left": 0.05, "right": 0.99, "bottom": 0.45 / height, "top": 1.0 - 1.0 / height, "wspace": 0.25}
+    axes = fig.subplots(len(rows), 3, squeeze=False, gridspec_kw={**grid, "hspace": 0.7 / 4.6})
     for (row_name, centre), row_axes in zip(rows, axes, strict=True):
         _draw_row(list(row_axes), ct, masks, colours, centre, box, row_name)
 
@@ -227,13 +230,15 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
         label = f"{name}: {volume_cc(m, ct.spacing_mm_zyx):.1f} cc" if m.any() else f"{name}: EMPTY (no contour)"
         handles.append(Line2D([], [], color=colours[name], linewidth=2.5, label=label))
     if handles:
-        fig.legend(handles=handles, loc="outside upper right", fontsize=10, frameon=True)
+        fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1.0), fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"
     fig.suptitle(
         f"{heading}\nsoft-tissue window W400/L40 · radiological view · research use, review every contour",
         fontsize=11,
         x=0.01,
+        y=1.0 - 0.08 / height,
         ha="left",
+        va="top",
     )
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
