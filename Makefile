@@ -26,7 +26,7 @@ BUNDLE ?= model_store/$(NAME)/$(VERSION)
 EVAL_OUT ?= runs/eval-$(notdir $(BUNDLE))
 OPENKBP_GIT ?= /work/.mirror/ababier+open-kbp/repo
 
-.PHONY: compose-config venv tools lint typecheck test test-fast retrain export evaluate openkbp-data clean
+.PHONY: compose-config venv tools lint typecheck test test-fast retrain export evaluate evaluate-update openkbp-data checkpoint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,20 +79,34 @@ openkbp-data:
 	scripts/export_openkbp.sh $(OPENKBP_GIT) $(DATA:/provided-data=)
 
 # Train (resumable: run it again after an interruption), export the best-validation-Dice checkpoint as a bundle,
-# evaluate it on the validation split and write the metrics into the bundle and its model card.
+# evaluate it on the validation split and write the metrics into the bundle and its model card (evaluate-update).
 retrain: venv
 	KERAS_BACKEND=$${KERAS_BACKEND:-torch} $(BIN)/python -m training.train --train-dir $(TRAIN_DIR) \
 	  --val-dir $(VAL_DIR) --format $(FORMAT) --output $(RUN) --architecture $(ARCH) --base-filters $(FILTERS) \
 	  --epochs $(EPOCHS) --steps-per-epoch $(STEPS) --max-minutes $(MINUTES) --lr $(LR) \
 	  $(if $(INIT),--init-weights $(INIT)) $(TRAIN_ARGS)
-	$(MAKE) export evaluate RUN=$(RUN) VERSION=$(VERSION)
+	$(MAKE) export evaluate-update RUN=$(RUN) VERSION=$(VERSION)
+
+# A committable resume checkpoint of a run (float16 weights + state), replacing the previous one: a new machine
+# resumes from it with `python -m training.train ... --resume-from checkpoints/<run>` (scripts/train-wide16.sh).
+CHECKPOINT ?= checkpoints/$(notdir $(RUN))
+checkpoint: venv
+	KERAS_BACKEND=torch $(BIN)/python -m training.checkpoint $(RUN) $(CHECKPOINT)
 
 export: venv
 	KERAS_BACKEND=tensorflow $(BIN)/python -m training.export $(foreach r,$(RUNS),--run $(r)) --name $(NAME) --version $(VERSION)
 
+# Evaluate a bundle on VAL_DIR into EVAL_OUT (per_patient.csv, summary.json, bland_altman.png); never writes into
+# the bundle. evaluate-update also stores the summary in the bundle's metrics.json and MODEL_CARD.md, and is refused
+# unless VAL_DIR/FORMAT are the split the bundle was selected on. A clinic's own patients: `parotid-seg evaluate`.
+EVALUATE = KERAS_BACKEND=tensorflow $(BIN)/python -m training.evaluate --bundle $(BUNDLE) --data-dir $(VAL_DIR) \
+	  --format $(FORMAT) --output $(EVAL_OUT)
+
 evaluate: venv
-	KERAS_BACKEND=tensorflow $(BIN)/python -m training.evaluate --bundle $(BUNDLE) --data-dir $(VAL_DIR) \
-	  --format $(FORMAT) --output $(EVAL_OUT) --update-bundle
+	$(EVALUATE)
+
+evaluate-update: venv
+	$(EVALUATE) --update-bundle
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

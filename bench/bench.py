@@ -37,7 +37,7 @@ RUNTIMES = ("tensorflow", "openvino")
 
 
 def choose_model(store: Path | None, spec: str | None, work: Path) -> ModelChoice:
-    from service.errors import InputError
+    from service.errors import EnvironmentFault
     from service.model_bundle import DEFAULT_STORE, resolve_bundle
 
     explicit = store is not None or spec is not None
@@ -45,7 +45,7 @@ def choose_model(store: Path | None, spec: str | None, work: Path) -> ModelChoic
     try:
         ref = resolve_bundle(spec, store)
         return ModelChoice(store, ref.spec, True, f"bundle {ref.spec} from {store}")
-    except InputError as exc:
+    except EnvironmentFault as exc:
         if explicit:
             raise SystemExit(f"bench: {exc.message}") from None
     standin = work / "model_store"

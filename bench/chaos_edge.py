@@ -39,7 +39,7 @@ def disk_watermark(ctx: Ctx) -> Scenario:
         "disk-listener",
         [{"ae_title": "SCANNER", "return_mode": "none"}],
         min_free_disk_bytes=watermark,
-        min_free_disk_mb=round(watermark / MiB),
+        min_free_disk_mb=round(watermark / MiB),  # the listener's spool watermark (its older, MiB-valued name)
         quiet_time_s=30,
         release_grace_s=0.5,
     )

@@ -8,17 +8,10 @@ import statistics
 import sys
 from pathlib import Path
 
-STAGES = (
-    "load_model",
-    "read",
-    "read_reference",
-    "preprocess",
-    "model",
-    "resample_back",
-    "postprocess",
-    "rtstruct",
-    "preview",
-)
+from service.fileio import default_file_mode, write_atomic
+from service.pipeline.stages import TIMED_STAGES, Stage
+
+STAGES = tuple(str(s) for s in TIMED_STAGES)
 
 
 def spread(values: list[float]) -> dict:
@@ -73,7 +66,7 @@ def markdown(result: dict) -> str:
         + ("" if model["real"] else f" ({model['note']})")
         + ".",
         "",
-        "| path | runs | latency s, median (min-max) | load model | read | preprocess | model | resample back "
+        "| path | runs | latency s, median (min-max) | read | load model | preprocess | model | resample back "
         "| postprocess | RTSTRUCT | preview | other | model / latency | peak RSS of the worker |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -87,16 +80,8 @@ def markdown(result: dict) -> str:
         st = s["stages_s"]
         cells = [
             _fmt(st.get(k, {}))
-            for k in (
-                "load_model",
-                "read",
-                "preprocess",
-                "model",
-                "resample_back",
-                "postprocess",
-                "rtstruct",
-                "preview",
-            )
+            for k in STAGES
+            if k != Stage.READ_REFERENCE  # the benchmark series come without a reference
         ]
         lines.append(
             f"| {title} | {s['latency_s']['n']} | {_fmt(s['latency_s'])} | "
@@ -108,7 +93,7 @@ def markdown(result: dict) -> str:
         if key in result:
             cold = result[key]["cold"]
             lines.append(
-                f"| {key}: first job (model load {cold['stages_s'].get('load_model', 0):.1f} s) | 1 | "
+                f"| {key}: first job (model load {cold['stages_s'].get(Stage.LOAD_MODEL, 0):.1f} s) | 1 | "
                 f"{cold['latency_s']:.2f} | " + " | ".join("" for _ in range(11)) + " |"
             )
     lines += [
@@ -199,9 +184,7 @@ def update_doc(section: str, content: str, doc: Path = DOC) -> bool:
         return False
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = doc.with_name(f".{doc.name}.partial")
-    tmp.write_text(f"{head}{begin}\n{content}{end}{tail}")
-    tmp.replace(doc)
+    write_atomic(doc, f"{head}{begin}\n{content}{end}{tail}".encode(), mode=default_file_mode())
     return True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from service.errors import InputError
+from service.errors import EnvironmentFault
 from service.model_bundle import list_bundles, promoted_spec, resolve_bundle, verify_bundle
 
 
@@ -22,13 +22,13 @@ def check_store(store: Path) -> list[str]:
     for ref in bundles:
         try:
             verify_bundle(ref)
-        except InputError as exc:
+        except EnvironmentFault as exc:
             raise SystemExit(f"model bundle {ref.spec}: {exc.message}") from None
     promoted = promoted_spec(store)
     if promoted is not None:
         try:
             resolve_bundle(promoted, store)
-        except InputError as exc:
+        except EnvironmentFault as exc:
             raise SystemExit(f"{store}/PROMOTED: {exc.message}") from None
     return [ref.spec + (" (promoted)" if ref.spec == promoted else "") for ref in bundles]
 

@@ -1,6 +1,7 @@
 """``parotid-seg``: the command-line entry point.
 
-Subcommands: ``segment`` (the pipeline, no server), ``models list|promote``, and the apps ``serve`` (HTTP API),
+Subcommands: ``segment`` (the pipeline, no server), ``evaluate`` (commissioning report on a folder of patients),
+``models list|promote``, and the apps ``serve`` (HTTP API),
 ``worker`` (Celery worker) and ``listen`` (DICOM listener). Each app lives in its own module exposing
 ``configure(parser)`` and ``run(args) -> int``, imported only when its subcommand runs.
 
@@ -14,7 +15,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from service.errors import InputError
+from service.errors import ErrorCode, InputError, ServiceError
 
 APPS = {
     "serve": ("service.api.app_cli", "run the HTTP API (embedded worker pool unless PAROTID_BROKER_URL is set)"),
@@ -32,7 +33,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     for p in (args.output, args.qa, args.preview):
         if p is not None and not p.parent.is_dir():
-            raise InputError("EMPTY_INPUT", f"{p.parent}: output folder does not exist")
+            raise InputError(ErrorCode.EMPTY_INPUT, f"{p.parent}: output folder does not exist")
     qa = segment_series(
         [Path(p) for p in args.ct_dir],
         rtstruct_path=args.output,
@@ -49,6 +50,34 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     for r in qa.reasons:
         print(f"  {r.severity}: {r.message}", file=sys.stderr)
     return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from service.commission.batch import run_commissioning
+
+    summary = run_commissioning(
+        args.data_dir,
+        args.output,
+        model=args.model,
+        store=args.model_store,
+        tolerances=args.tolerances,
+        synonyms=args.roi_synonyms,
+        progress=None if args.quiet else _batch_progress,
+    )
+    v = summary["verdict"]
+    print(
+        f"{summary['n_patients']} patients evaluated, {len(summary['failed'])} failed; acceptance verdict: "
+        f"{v['result'].upper()}; report: {args.output / 'report.html'}",
+        file=sys.stderr,
+    )
+    for c in v["checks"]:
+        if c["result"] != "pass":
+            print(f"  {c['result']}: {c['criterion']} ({c['what']}: {c['value']} vs {c['limit']})", file=sys.stderr)
+    return 0
+
+
+def _batch_progress(i: int, n: int, name: str, text: str) -> None:
+    print(f"[{i}/{n}] {name}: {text}", file=sys.stderr, flush=True)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -83,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     seg.set_defaults(func=_cmd_segment)
 
+    ev = sub.add_parser(
+        "evaluate",
+        help="commission a bundle on a folder of patients (CT + reference RTSTRUCT [+ RTDOSE]): HTML/CSV/JSON report",
+    )
+    ev.add_argument("data_dir", type=Path, help="folder with one sub-folder per patient")
+    ev.add_argument("--output", type=Path, required=True, help="report folder (created; reused to resume)")
+    ev.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
+    ev.add_argument("--tolerances", type=Path, help="JSON acceptance criteria (see docs/commissioning.md)")
+    ev.add_argument("--roi-synonyms", type=Path, help='JSON {"Parotid_L": [...], "Parotid_R": [...]} ROI names')
+    ev.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ev.set_defaults(func=_cmd_evaluate)
+
     models = sub.add_parser("models", help="list the model bundles or promote one to be the default")
     msub = models.add_subparsers(dest="models_cmd", required=True)
     msub.add_parser("list", help="list bundles; * marks the promoted one")
@@ -108,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "app_module"):
             return int(importlib.import_module(args.app_module).run(args))
         return int(args.func(args))
-    except InputError as exc:
+    except ServiceError as exc:  # the input, or the installation (model store)
         print(exc.one_line(), file=sys.stderr)
-        return 2
+        return exc.spec.exit_status
     except KeyboardInterrupt:
         return 130
 

@@ -1,7 +1,7 @@
 """The service's one settings object (environment prefix ``PAROTID_``), validated at start-up.
 
 Build it once in an entry point (``Settings()`` reads the environment) and pass it down: ``create_app(settings)``,
-``create_celery(settings)``, ``JobService.from_settings(settings)``. Nothing imports a global instance.
+``create_celery(settings)``, ``JobService.from_settings(settings, make_dispatcher)``. Nothing imports a global instance.
 
 Unsafe or inconsistent values are refused with a message naming the setting: an API key given in plain text
 instead of its SHA-256, a broker that is not Redis, a Redis visibility timeout not above the longest job (Redis
@@ -15,6 +15,7 @@ them. ``parotid-seg serve --new-api-key OWNER`` prints a fresh key and the line 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 import sys
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.errors import ErrorCode, spec_for
 from service.model_bundle import DEFAULT_STORE
 
 GiB = 1024**3
@@ -170,6 +172,16 @@ class Settings(BaseSettings):
         return owners
 
 
+def load_settings(args: argparse.Namespace, **extra: object) -> Settings:
+    """Settings from the environment, with the command line's overrides (``--model-store``, ``extra`` not None).
+    Shared by the ``serve`` and ``worker`` command lines."""
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    store = getattr(args, "model_store", None)
+    if store is not None and Path(store) != DEFAULT_STORE:
+        overrides["model_store"] = store
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
 def config_error(exc: Exception, prefix: str = "PAROTID_") -> int:
     """Report refused settings as one ``error[CONFIG]: SETTING: message`` line on stderr; exit status 2.
     Shared by every app's command line (serve, worker, listen)."""
@@ -180,5 +192,5 @@ def config_error(exc: Exception, prefix: str = "PAROTID_") -> int:
         )
     else:
         text = str(exc)
-    print(f"error[CONFIG]: {' '.join(text.split())}", file=sys.stderr)
-    return 2
+    print(f"error[{ErrorCode.CONFIG}]: {' '.join(text.split())}", file=sys.stderr)
+    return spec_for(ErrorCode.CONFIG).exit_status

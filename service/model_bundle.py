@@ -12,7 +12,6 @@ One loaded model is cached per process and runtime: a worker loads it lazily onc
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.errors import ErrorCode, InputError
+from service.errors import EnvironmentFault, ErrorCode
+from service.fileio import default_file_mode, write_atomic
 from service.pipeline.plan import Plan
 
 DEFAULT_STORE = Path(__file__).resolve().parents[1] / "model_store"
@@ -64,13 +64,13 @@ def resolve_bundle(spec: str | None, store: Path = DEFAULT_STORE) -> BundleRef:
         spec = promoted_spec(store)
         if spec is None:
             if not bundles:
-                raise InputError(ErrorCode.MODEL_NOT_FOUND, f"no model bundle in {store}")
+                raise EnvironmentFault(ErrorCode.MODEL_NOT_FOUND, f"no model bundle in {store}")
             return bundles[-1]
     name, _, version = spec.partition(":")
     candidates = [b for b in bundles if b.name == name and (not version or b.version == version)]
     if not candidates:
         known = ", ".join(b.spec for b in bundles) or "none"
-        raise InputError(ErrorCode.MODEL_NOT_FOUND, f"model {spec!r} not found in {store} (available: {known})")
+        raise EnvironmentFault(ErrorCode.MODEL_NOT_FOUND, f"model {spec!r} not found in {store} (available: {known})")
     if not version:
         promoted = promoted_spec(store)
         for b in candidates:
@@ -91,16 +91,14 @@ def write_checksums(bundle_dir: Path) -> None:
     lines = [
         f"{sha256_file(p)}  {p.name}\n" for p in sorted(bundle_dir.iterdir()) if p.is_file() and p.name != "SHA256SUMS"
     ]
-    tmp = bundle_dir / "SHA256SUMS.tmp"
-    tmp.write_text("".join(lines))
-    os.replace(tmp, bundle_dir / "SHA256SUMS")
+    write_atomic(bundle_dir / "SHA256SUMS", "".join(lines).encode(), mode=default_file_mode())
 
 
 def verify_bundle(ref: BundleRef) -> None:
     """Check that every required file is present and listed in SHA256SUMS, and every checksum matches."""
     sums = ref.path / "SHA256SUMS"
     if not sums.is_file():
-        raise InputError(ErrorCode.MODEL_INTEGRITY, f"{sums}: missing")
+        raise EnvironmentFault(ErrorCode.MODEL_INTEGRITY, f"{sums}: missing")
     listed: dict[str, str] = {}
     for line in sums.read_text().splitlines():
         if line.strip():
@@ -108,20 +106,18 @@ def verify_bundle(ref: BundleRef) -> None:
             listed[fname] = digest
     for fname in REQUIRED_FILES:
         if fname not in listed:
-            raise InputError(ErrorCode.MODEL_INTEGRITY, f"{ref.path / fname}: not listed in SHA256SUMS")
+            raise EnvironmentFault(ErrorCode.MODEL_INTEGRITY, f"{ref.path / fname}: not listed in SHA256SUMS")
     for fname, digest in listed.items():
         p = ref.path / fname
         if not p.is_file() or sha256_file(p) != digest:
-            raise InputError(ErrorCode.MODEL_INTEGRITY, f"{p}: missing or SHA-256 mismatch with SHA256SUMS")
+            raise EnvironmentFault(ErrorCode.MODEL_INTEGRITY, f"{p}: missing or SHA-256 mismatch with SHA256SUMS")
 
 
 def promote(spec: str, store: Path = DEFAULT_STORE) -> BundleRef:
     """Make ``name:version`` the default bundle (verified first)."""
     ref = resolve_bundle(spec, store)
     verify_bundle(ref)
-    tmp = store / (PROMOTED_FILE + ".tmp")
-    tmp.write_text(ref.spec + "\n")
-    os.replace(tmp, store / PROMOTED_FILE)
+    write_atomic(store / PROMOTED_FILE, (ref.spec + "\n").encode(), mode=default_file_mode())
     return ref
 
 
@@ -133,7 +129,7 @@ def read_plan(ref: BundleRef) -> Plan:
     try:
         return Plan.load(path)
     except (OSError, ValueError) as exc:
-        raise InputError(ErrorCode.MODEL_INTEGRITY, f"{path}: unreadable or invalid plan ({exc})") from exc
+        raise EnvironmentFault(ErrorCode.MODEL_INTEGRITY, f"{path}: unreadable or invalid plan ({exc})") from exc
 
 
 @dataclass
@@ -163,7 +159,7 @@ def load_bundle(ref: BundleRef, runtime: str | None = None) -> LoadedModel:
         try:
             predict = runtimes.load_predict(ref.path, chosen)
         except FileNotFoundError as exc:
-            raise InputError(ErrorCode.MODEL_INTEGRITY, str(exc)) from exc
+            raise EnvironmentFault(ErrorCode.MODEL_INTEGRITY, str(exc)) from exc
         loaded = LoadedModel(ref, plan, predict, chosen)
         _cache[(ref.path, chosen)] = loaded
         return loaded

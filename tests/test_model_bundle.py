@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.errors import ErrorCode, InputError
+from service.errors import Category, EnvironmentFault, ErrorCode
 from service.model_bundle import list_bundles, load_bundle, promote, promoted_spec, resolve_bundle, verify_bundle
 from tests.bundle_factory import build_oracle_bundle, build_test_bundle
 
@@ -24,9 +24,10 @@ def test_resolve_newest_version_numerically_and_exact(store: Path) -> None:
     assert [b.spec for b in list_bundles(store)] == ["net:1.2.0", "net:1.10.0", "oracle:1.0.0"]
     assert resolve_bundle("net", store).version == "1.10.0"
     assert resolve_bundle("net:1.2.0", store).version == "1.2.0"
-    with pytest.raises(InputError) as exc:
+    with pytest.raises(EnvironmentFault) as exc:
         resolve_bundle("net:9.9.9", store)
     assert exc.value.code == ErrorCode.MODEL_NOT_FOUND and "net:1.2.0" in exc.value.message
+    assert exc.value.spec.category == Category.ENVIRONMENT  # the installation's fault, not the request's
 
 
 def test_promote_sets_the_default(store: Path) -> None:
@@ -42,10 +43,10 @@ def test_tampered_bundle_is_refused(store: Path) -> None:
     verify_bundle(ref)
     plan = ref.path / "plan.json"
     plan.write_text(plan.read_text().replace("250.0", "251.0"))
-    with pytest.raises(InputError) as exc:
+    with pytest.raises(EnvironmentFault) as exc:
         verify_bundle(ref)
     assert exc.value.code == ErrorCode.MODEL_INTEGRITY and "plan.json" in exc.value.message
-    with pytest.raises(InputError):
+    with pytest.raises(EnvironmentFault):
         load_bundle(ref)
 
 
@@ -53,7 +54,7 @@ def test_missing_checksum_entry_is_refused(store: Path) -> None:
     ref = resolve_bundle("net:1.2.0", store)
     sums = ref.path / "SHA256SUMS"
     sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if "MODEL_CARD" not in line))
-    with pytest.raises(InputError) as exc:
+    with pytest.raises(EnvironmentFault) as exc:
         verify_bundle(ref)
     assert "MODEL_CARD.md" in exc.value.message
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.errors import InputError
+from service.errors import EnvironmentFault
 from service.model_bundle import BundleRef, load_bundle, resolve_bundle, verify_bundle
 from service.runtimes import DEFAULT_CPU_RUNTIME, ONNX_FILE, choose_runtime, requested_runtime
 from tests.bundle_factory import build_test_bundle
@@ -62,7 +62,7 @@ def test_tampered_export_is_refused(tmp_path: Path) -> None:
     add_onnx_to_bundle(ref.path)
     with (ref.path / ONNX_FILE).open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(InputError) as err:
+    with pytest.raises(EnvironmentFault) as err:
         load_bundle(ref, "openvino")
     assert err.value.code == "MODEL_INTEGRITY"
 
@@ -77,7 +77,7 @@ def test_runtime_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
         requested_runtime()
     build_test_bundle(tmp_path, name="plain", base_filters=2)
     ref = resolve_bundle("plain", tmp_path)
-    with pytest.raises(InputError, match="no ONNX export"):
+    with pytest.raises(EnvironmentFault, match="no ONNX export"):
         load_bundle(ref, "openvino")
 
 

@@ -2,10 +2,16 @@
 
 Runs the service's own inference path (``load_bundle`` -> preprocess -> predict -> back to the CT grid ->
 postprocess) on every patient and compares with the reference contours on the patient's native grid. Writes
-``per_patient.csv``, ``summary.json`` (mean, median, SD of Dice and IoU per gland, HD95 and mean surface distance
-in mm, volumes) and ``bland_altman.png`` (predicted vs reference gland volumes). ``--update-bundle`` stores the
-summary in the bundle's metrics.json, regenerates MODEL_CARD.md and the checksums. Refuses OpenKBP ``test-pats``
-unless ``--holdout-final-report`` is given (a one-off final report, never used for selection or tuning).
+``per_patient.csv``, ``summary.json`` (per gland: mean, median, SD of Dice and IoU, HD95 in both definitions, mean
+surface distance, surface Dice at 2 and 3 mm, volumes; ``cohort``, both glands pooled: volume error by reference
+size band and its Spearman correlation with the reference volume, the reference missed by medial / middle / lateral
+third, the anterior border shortfall and, where the data carry the clinical plan dose (OpenKBP ``dose.csv``), the
+mean dose and D50 to the automatic and the reference contour and their difference; see ``training.evaluate_report``)
+and ``bland_altman.png`` (predicted vs reference gland volumes). Never writes into the bundle unless
+``--update-bundle`` is given, and then only when ``--data-dir``/``--format`` are the split the bundle was selected
+on (its metrics.json ``data``): it stores the summary in metrics.json, regenerates MODEL_CARD.md and the checksums.
+Refuses OpenKBP ``test-pats`` unless ``--holdout-final-report`` is given (a one-off final report, never used for
+selection or tuning).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from training.evaluate_report import DOSE_FIELDS, ROW_FIELDS, cohort_summary, gland_extras, gland_metrics
 
 
 def _summary(rows: list[dict], glands: tuple[str, ...]) -> dict:
@@ -44,6 +52,7 @@ def _summary(rows: list[dict], glands: tuple[str, ...]) -> dict:
             "msd_mm_mean": float(np.nanmean(m)),
             "msd_mm_median": float(np.nanmedian(m)),
             "volume_diff_cc_mean": float(np.mean(col("pred_cc") - col("ref_cc"))),
+            **gland_extras(r),
         }
     return out
 
@@ -110,7 +119,7 @@ def evaluate(
     rows: list[dict] = []
     sweep_rows: list[dict] = []
     times = []
-    for case in iter_cases(data_dir, fmt, report):
+    for case in iter_cases(data_dir, fmt, report, with_dose=True):
         t0 = time.perf_counter()
         ct = Volume(case.hu_zyx, case.spacing_mm_zyx, (0.0, 0.0, 0.0))
         probs = predict_probabilities(loaded.predict, preprocess_volume(ct, plan), plan)
@@ -142,8 +151,7 @@ def evaluate(
                 "ref_cc": M.volume_cc(ref, ct.spacing_mm_zyx),
             }
             if present:
-                hd95, msd = M.surface_metrics_mm(pm, ref, ct.spacing_mm_zyx)
-                row.update(dice=M.dice(pm, ref), iou=M.iou(pm, ref), hd95_mm=hd95, msd_mm=msd)
+                row.update(gland_metrics(pm, ref, ct.spacing_mm_zyx, g, case.dose_gy_zyx))
             rows.append(row)
         done = [r for r in rows if r["patient"] == case.case_id and r["reference_present"]]
         print(
@@ -151,9 +159,10 @@ def evaluate(
             file=sys.stderr,
             flush=True,
         )
-    fields = ["patient", "gland", "reference_present", "dice", "iou", "hd95_mm", "msd_mm", "pred_cc", "ref_cc"]
+    with_dose = any("mean_dose_ref_gy" in r for r in rows)
+    fields = ["patient", "gland", "reference_present", *ROW_FIELDS, *(DOSE_FIELDS if with_dose else ())]
     with (out_dir / "per_patient.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
@@ -167,6 +176,7 @@ def evaluate(
         "tta_lr_flip": plan.tta_lr_flip,
         "background_weight": plan.background_weight,
         "summary": _summary(rows, glands),
+        "cohort": cohort_summary([r for r in rows if r["reference_present"]]),
         "seconds_per_patient_median": float(np.median(times)) if times else None,
     }
     if sweep_weights:
@@ -191,6 +201,30 @@ def _sweep_summary(rows: list[dict], glands: tuple[str, ...]) -> list[dict]:
                 }
         out.append(entry)
     return out
+
+
+def update_refusal(bundle: Path, data_dir: Path, fmt: str) -> str | None:
+    """Why ``--update-bundle`` must not store this evaluation in the bundle, or None when it may.
+
+    A bundle's metrics and card describe it on the split it was selected on (its ``metrics.json`` ``data.val_dir``
+    and ``data.format``); an evaluation on any other data (a clinic's patients, another split) stays in
+    ``--output`` and never rewrites the bundle.
+    """
+    from training.model_card_data import same_folder
+
+    try:
+        data = json.loads((bundle / "metrics.json").read_text()).get("data") or {}
+    except (OSError, ValueError) as exc:
+        return f"{bundle / 'metrics.json'}: unreadable ({exc})"
+    if not data.get("val_dir") or not data.get("format"):
+        return f"{bundle / 'metrics.json'} records no selection split (data.val_dir, data.format)"
+    if fmt != data["format"] or not same_folder(data_dir, data["val_dir"]):
+        return (
+            f"the bundle was selected on {data['format']} {data['val_dir']}; {fmt} {data_dir} is other data, so its "
+            "metrics stay in --output and the bundle is left as it is (use parotid-seg evaluate for a clinic's own "
+            "patients)"
+        )
+    return None
 
 
 def update_bundle(bundle: Path, summary: dict) -> None:
@@ -237,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_bundle and tta is not None:
         print("error: --update-bundle evaluates the bundle as it is (use --tta plan)", file=sys.stderr)
         return 2
+    if args.update_bundle:
+        refusal = update_refusal(args.bundle, args.data_dir, args.format)
+        if refusal:
+            print(f"error: --update-bundle refused: {refusal}", file=sys.stderr)
+            return 2
     try:
         weights = tuple(float(w) for w in args.sweep_background_weight.split(",") if w.strip())
     except ValueError:
@@ -252,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
             f"SD {s['dice_std']:.3f}; HD95 median {s['hd95_mm_median']:.1f} mm",
             file=sys.stderr,
         )
+    from training.evaluate_report import card_lines
+
+    for line in card_lines(summary):
+        if line:
+            print(line, file=sys.stderr)
     for entry in summary.get("background_weight_sweep", []):
         parts = [f"{g} median {v['dice_median']:.3f}" for g, v in entry.items() if isinstance(v, dict)]
         print(f"background weight {entry['background_weight']}: " + ", ".join(parts), file=sys.stderr)

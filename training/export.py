@@ -101,7 +101,14 @@ def _trained_network(run_dir: Path, weights: str, n_classes: int, name: str | No
     from training.networks import build_unet
 
     state = _run_summary(run_dir)
-    model = build_unet(state["architecture"], state["base_filters"], state.get("depth", 4), n_classes, name=name)
+    model = build_unet(
+        state["architecture"],
+        state["base_filters"],
+        state.get("depth") or 4,
+        n_classes,
+        max_filters=state.get("max_filters") or 128,
+        name=name,
+    )
     if _is_bundle(run_dir):  # an exported single network joins an ensemble as it is
         trained = keras.saving.load_model(run_dir / "model.keras", compile=False, safe_mode=True)
         model.set_weights(trained.get_weights())
@@ -131,6 +138,8 @@ def _run_summary(run_dir: Path) -> dict:
     keys = (
         "architecture",
         "base_filters",
+        "depth",
+        "max_filters",
         "loss",
         "epoch",
         "samples_seen",

@@ -5,31 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.pipeline.plan import Plan
+from training.model_card_data import data_brief, data_lines, limitation_lines, measured_lines, same_data, split_name
 
 
 def _fmt(x: object, nd: int = 3) -> str:
     return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
-def _validation_table(val: dict) -> str:
-    rows = [
-        "| gland | n | Dice mean | Dice median | Dice SD | IoU mean | IoU median | HD95 mm median | MSD mm median |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for gland, s in val["summary"].items():
-        rows.append(
-            f"| {gland} | {s['n']} | {_fmt(s['dice_mean'])} | {_fmt(s['dice_median'])} | {_fmt(s['dice_std'])} | "
-            f"{_fmt(s['iou_mean'])} | {_fmt(s['iou_median'])} | {_fmt(s['hd95_mm_median'], 1)} | "
-            f"{_fmt(s['msd_mm_median'], 2)} |"
-        )
-    return "\n".join(rows)
-
-
 def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan: Plan) -> None:
     tr = metrics.get("training", {})
     data = metrics.get("data", {})
     val = metrics.get("validation")
-    excluded = data.get("train_patients_excluded_missing_gland", [])
     lines = [
         f"# Model card: {name} {version}",
         "",
@@ -47,16 +33,7 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         ),
         "",
         "## Data and splits",
-        "OpenKBP grand-challenge dataset (Babier et al., Med. Phys. 48 (2021) 5549-5561; github.com/ababier/open-kbp),",
-        "head-and-neck cancer patients treated with IMRT, CT stored at about 3.8-5.4 mm in-plane and 1.5-3.3 mm",
-        "between slices, clinical contours from the source clinics.",
-        f"- Training: `train-pats`, {data.get('train_patients_used')} patients used; "
-        f"{len(excluded)} left out because a parotid was not contoured (a missing gland must not be learnt as "
-        f"background); unreadable/absent in the copy used: {len(data.get('train_skipped', {}))}.",
-        f"- Model selection (best validation Dice checkpoint) and early stopping: `validation-pats` "
-        f"({data.get('val_patients_per_epoch')} patients per epoch).",
-        "- `test-pats` is an independent holdout: it was never read by training, tuning or selection.",
-        "- The copy of OpenKBP available to us lacks files of 4 MiB and more: 54 of the 340 CTs are absent.",
+        *data_lines(data),
         "",
         "## Preprocessing contract (plan.json)",
         f"Resampled to {plan.spacing_mm_zyx} mm (z, y, x), HU clipped to {plan.hu_clip} and scaled by "
@@ -65,7 +42,7 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "component per gland and fills holes."
         + (
             f" Before the per-voxel argmax the background probability is multiplied by {plan.background_weight} "
-            "(chosen by a sweep on `validation-pats`: the plain argmax under-segmented the glands)."
+            f"(chosen by a sweep on `{split_name(data.get('val_dir'))}`: the plain argmax under-segmented the glands)."
             if plan.background_weight != 1.0
             else ""
         ),
@@ -75,31 +52,11 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "",
         "## Measured performance",
     ]
-    if val:
-        lines += [
-            f"Measured with `make evaluate` on {val['n_patients']} OpenKBP `validation-pats` patients, on each "
-            "patient's native OpenKBP grid, after postprocessing (the same code path as the service).",
-            "",
-            _validation_table(val),
-            "",
-            "The validation set was also used for checkpoint selection, so these numbers are optimistic by the",
-            "selection effect; no test-set numbers are reported because test-pats is kept as a holdout.",
-        ]
-    else:
-        lines.append("Not yet evaluated (run `make evaluate` with `--update-bundle`).")
+    lines += measured_lines(val, data)
     lines += [
         "",
         "## Known limitations",
-        "- Trained and evaluated at OpenKBP's coarse resolution (~4 mm in-plane); boundary accuracy on 1 mm",
-        "  clinical CT is bounded by that. The published study (median Dice 0.88 L / 0.87 R) used 1 mm data.",
-        "- Contouring conventions of the OpenKBP source clinics (e.g. inclusion of the deep lobe, vessels).",
-        "- Head-and-neck CT only, adult anatomy; unusual anatomy (resected glands, large tumours invading the",
-        "  gland, metal artefacts) is not represented and is flagged for review only through the QA checks.",
-        "- Fatty (low-density, about -100 HU) glands are segmented poorly or not at all: the training data hold few",
-        "  of them, and the fatty-gland augmentation, where a run used it, did not fix it (the one such validation",
-        "  patient gets glands of a few cc or none; QA flags a gland under `min_volume_cc` for review, an empty one",
-        "  as `fail`).",
-        "- The QA checks (volume, laterality, components, probability) catch gross failures, not subtle ones.",
+        *limitation_lines(data),
         "",
     ]
     (bundle / "MODEL_CARD.md").write_text("\n".join(lines))
@@ -128,7 +85,7 @@ def _training_lines(metrics: dict) -> list[str]:
             f"{prefix}Epochs: {tr.get('epoch')}, patches seen: {tr.get('samples_seen')}, training wall time: "
             f"{_fmt(tr.get('train_seconds'), 0)} s on a 2-core CPU machine (PyTorch backend); best per-epoch "
             f"validation Dice (model grid, subset) {_fmt(tr.get('best_dice'))} at epoch {tr.get('best_dice_epoch')}. "
-            + " ".join(_fine_tune_lines(tr))
+            + " ".join(_fine_tune_lines(tr, metrics.get("data")))
         )
     return lines
 
@@ -139,16 +96,18 @@ def _total_seconds(tr: dict) -> float:
     return float(tr.get("train_seconds") or 0) + (_total_seconds(prior) if prior else 0.0)
 
 
-def _fine_tune_lines(tr: dict) -> list[str]:
+def _fine_tune_lines(tr: dict, data: dict | None = None) -> list[str]:
     """Where a run started from another model's weights, say so, with what is known of that model's training."""
     lines = []
     init = tr.get("init_from")
     if init:
         prior = init.get("training") or {}
         total = _total_seconds(tr)
+        prior_data = init.get("data")
+        where = "same data and splits" if same_data(prior_data, data) else data_brief(prior_data)
         lines.append(
             f"Fine-tuned from {init.get('bundle') or init.get('source')} (itself trained {prior.get('epoch')} epochs, "
-            f"{prior.get('samples_seen')} patches, {_fmt(prior.get('train_seconds'), 0)} s, same data and splits); "
+            f"{prior.get('samples_seen')} patches, {_fmt(prior.get('train_seconds'), 0)} s, {where}); "
             f"these figures are for the fine-tuning alone, {_fmt(total, 0)} s of training in total."
         )
         if prior.get("architecture") and prior.get("architecture") != tr.get("architecture"):

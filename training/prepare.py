@@ -11,11 +11,14 @@ from training.data.case import CaseData, SkipReport
 from training.dataset import PreparedCase, load_prepared, prepare_case, save_prepared
 
 
-def iter_cases(split_dir: Path, fmt: str, report: SkipReport, roi_synonyms: Path | None = None) -> Iterator[CaseData]:
+def iter_cases(
+    split_dir: Path, fmt: str, report: SkipReport, roi_synonyms: Path | None = None, *, with_dose: bool = False
+) -> Iterator[CaseData]:
+    """The cases of a split; ``with_dose``: with the clinical plan dose where the format carries one (OpenKBP)."""
     if fmt == "openkbp":
         from training.data.openkbp import iter_split
 
-        yield from iter_split(split_dir, report)
+        yield from iter_split(split_dir, report, with_dose=with_dose)
     elif fmt == "dicom":
         from training.data.dicom_rtstruct import iter_split as iter_dicom
         from training.data.dicom_rtstruct import load_synonyms

@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--architecture", choices=["residual", "attention"], default="residual")
     p.add_argument("--base-filters", type=int, default=8)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--max-filters", type=int, default=128, help="cap on the filters of the deepest levels")
     p.add_argument("--loss", choices=["combined", "cce"], default="combined")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--steps-per-epoch", type=int, default=150)
@@ -56,6 +57,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="fine-tune: start a new run from a bundle folder (its plan and model.keras) or a .keras model file",
     )
+    p.add_argument(
+        "--widen",
+        action="store_true",
+        help="with --init-weights: the bundle's network is half as wide; start from it widened (Net2WiderNet)",
+    )
+    p.add_argument("--widen-noise", type=float, default=0.01, help="relative noise on the widened kernels")
+    p.add_argument(
+        "--resume-from",
+        type=Path,
+        default=None,
+        help="a committed resume checkpoint (python -m training.checkpoint) to seed an empty run folder from",
+    )
     p.add_argument("--p-fatty", type=float, default=0.0, help="probability of the fatty-gland augmentation per gland")
     p.add_argument(
         "--background-sampling",
@@ -75,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from service.pipeline.plan import Plan
+    from training.checkpoint import load_arrays, seed_run
     from training.dataset import AugmentConfig, one_hot, sample_patch
     from training.losses import gland_metrics, make_loss
     from training.networks import build_unet, transfer_weights
     from training.prepare import load_split
     from training.validation import validate
+    from training.widen import widen_weights
 
     if keras.backend.backend() == "torch" and args.threads:
         import torch
@@ -88,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
+    if args.resume_from is not None and seed_run(args.resume_from, out):
+        print(f"run folder seeded from the resume checkpoint {args.resume_from}", file=sys.stderr)
     init = _init_source(args.init_weights)
     if plan_path.exists():
         plan = Plan.load(plan_path)
@@ -143,9 +160,35 @@ def main(argv: list[str] | None = None) -> int:
                 metrics=gland_metrics(plan.labels),
             )
         print(f"resuming after epoch {state['epoch']}", file=sys.stderr)
+    elif (out / "weights.npz").exists() and state_path.exists():  # seeded from a committed checkpoint
+        state = json.loads(state_path.read_text())
+        model = _build(state, args, len(plan.labels))
+        model.set_weights(load_arrays(out / "weights.npz"))
+        if (out / "best_dice.npz").exists() and not (out / "best_dice.weights.h5").exists():
+            best = _build(state, args, len(plan.labels))
+            best.set_weights(load_arrays(out / "best_dice.npz"))
+            best.save_weights(out / "best_dice.weights.h5")
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.lr),
+            loss=make_loss(state.get("loss", args.loss)),
+            metrics=gland_metrics(plan.labels),
+        )
+        print(f"resuming after epoch {state['epoch']} from float16 weights (optimiser restarted)", file=sys.stderr)
     else:
-        model = build_unet(args.architecture, args.base_filters, args.depth, len(plan.labels))
-        if init:
+        model = build_unet(args.architecture, args.base_filters, args.depth, len(plan.labels), args.max_filters)
+        if init and args.widen:
+            source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
+            try:
+                copied = widen_weights(source, model, args.widen_noise, np.random.default_rng(args.seed))
+            except ValueError as exc:
+                print(
+                    f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a network of half this width ({exc})",
+                    file=sys.stderr,
+                )
+                return 2
+            init["summary"]["widened"] = {"layers": copied, "noise": args.widen_noise}
+            print(f"widened {init['model']} ({copied} layers) to {args.base_filters} filters", file=sys.stderr)
+        elif init:
             source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
             try:
                 fresh = transfer_weights(source, model)
@@ -168,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             "since_best": 0,
             "architecture": args.architecture,
             "base_filters": args.base_filters,
+            "depth": args.depth,
+            "max_filters": args.max_filters,
             "loss": args.loss,
             "samples_seen": 0,
             "train_seconds": 0.0,
@@ -253,6 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _build(state: dict, args: argparse.Namespace, n_classes: int):
+    """The run's network, rebuilt from its recorded shape (a committed checkpoint holds weights only)."""
+    from training.networks import build_unet
+
+    return build_unet(
+        state.get("architecture", args.architecture),
+        state.get("base_filters", args.base_filters),
+        state.get("depth", args.depth),
+        n_classes,
+        state.get("max_filters", args.max_filters),
+    )
+
+
 def _init_source(path: Path | None) -> dict | None:
     """Where a fine-tuning run starts: the model file, the plan to inherit, and what is known of its training."""
     if path is None:
@@ -266,6 +324,8 @@ def _init_source(path: Path | None) -> dict | None:
             prior = json.loads(metrics.read_text())
             summary["bundle"] = prior.get("bundle")
             summary["training"] = prior.get("training")
+            data = prior.get("data") or {}  # what the starting model was trained on, for the model card
+            summary["data"] = {k: data.get(k) for k in ("format", "train_dir", "val_dir", "train_patients_used")}
         return {"model": model, "plan": plan if plan.is_file() else None, "summary": summary}
     if path.suffix != ".keras" or not path.is_file():
         raise SystemExit(f"error[BAD_INIT_WEIGHTS]: {path} is neither a bundle folder nor a .keras file")

@@ -16,7 +16,8 @@ from service.api.errors import install_error_handlers
 from service.api.metrics import ApiMetrics
 from service.api.routes_system import ModelCheck
 from service.config import ConfigError, Settings
-from service.worker.service import JobService
+from service.jobs.service import JobService
+from service.worker.dispatcher import make_dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,16 @@ async def _cleanup_loop(jobs: JobService, interval_s: float) -> None:
 
 
 def create_app(settings: Settings, jobs: JobService | None = None) -> FastAPI:
-    """The API. ``jobs`` defaults to ``JobService.from_settings(settings)``; it starts and stops with the app."""
+    """The API. ``jobs`` defaults to the job store at ``settings.job_dir`` with the dispatcher ``settings`` choose
+    (embedded pool or Celery); it starts and stops with the app. This is a composition root: the one place the API
+    meets ``service.worker``."""
     owners = settings.api_key_owners()
     if not owners:
         raise ConfigError(
             "no API keys configured: set PAROTID_API_KEYS or PAROTID_API_KEYS_FILE "
             "(parotid-seg serve --new-api-key OWNER prints a key and its line)"
         )
-    job_service = jobs or JobService.from_settings(settings, start=False)
+    job_service = jobs or JobService.from_settings(settings, make_dispatcher, start=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

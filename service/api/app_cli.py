@@ -12,12 +12,10 @@ import logging
 import os
 import secrets
 import sys
-from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.config import ConfigError, Settings, config_error, hash_api_key
-from service.model_bundle import DEFAULT_STORE
+from service.config import ConfigError, Settings, config_error, hash_api_key, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def new_key_line(owner: str) -> tuple[str, str]:
     key = secrets.token_urlsafe(32)
     return key, f"{owner} {hash_api_key(key)}"
-
-
-def load_settings(args: argparse.Namespace, **extra: object) -> Settings:
-    """Settings from the environment, with the command line's overrides."""
-    overrides = {k: v for k, v in extra.items() if v is not None}
-    store = getattr(args, "model_store", None)
-    if store is not None and Path(store) != DEFAULT_STORE:
-        overrides["model_store"] = store
-    return Settings(**overrides)  # type: ignore[arg-type]
 
 
 def ensure_api_keys(settings: Settings) -> Settings:

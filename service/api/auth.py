@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.errors import ApiError
 from service.config import hash_api_key
+from service.errors import ErrorCode
 
 bearer_scheme = HTTPBearer(auto_error=False, description="an API key issued by the operator")
 
@@ -27,10 +28,10 @@ def owner_for_key(owners: dict[str, str], key: str) -> str | None:
 def require_owner(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme)) -> str:
     """FastAPI dependency: the owner of the request's API key, or 401."""
     if credentials is None or not credentials.credentials:
-        raise ApiError(
-            401, "UNAUTHORIZED", "an API key is required: 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
-        )
+        message = "an API key is required: 'Authorization: Bearer <key>'"
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, message, {"WWW-Authenticate": "Bearer"})
     owner = owner_for_key(request.app.state.api_key_owners, credentials.credentials)
     if owner is None:
-        raise ApiError(401, "UNAUTHORIZED", "unknown API key", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, "unknown API key", headers)
     return owner

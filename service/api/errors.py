@@ -1,8 +1,9 @@
 """Errors -> HTTP responses, in one place. Every error body is ``{"schema_version": "1", "error": {code, message}}``.
 
-Input errors keep the pipeline's code and message: 400 for a malformed request or archive, 413 for size and
-count limits, 422 for a series (or model name, or reference) the pipeline refuses, 503 for a damaged model bundle.
-A queue that cannot take the job (broker down, queue or disk full) is 503 with Retry-After.
+Every status comes from the error catalogue (``service.errors.CATALOGUE``, docs/errors.md): input errors keep the
+pipeline's code and message (400 for a malformed request or archive, 413 for size and count limits, 422 for a
+series, model name or reference the pipeline refuses), a damaged model bundle is 503, and a queue that cannot take
+the job (broker down, queue or disk full) is 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -15,34 +16,26 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import ErrorDetail, ErrorResponse
-from service.errors import ErrorCode, InputError
+from service.errors import ErrorCode, ServiceError, spec_for
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.store import JobNotFound
-from service.worker.dispatcher import DispatchUnavailable
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_CODE: dict[ErrorCode, int] = {
-    ErrorCode.BAD_UPLOAD: 400,
-    ErrorCode.UNSAFE_ARCHIVE: 400,
-    ErrorCode.BAD_ARCHIVE: 400,
-    ErrorCode.UPLOAD_TOO_LARGE: 413,
-    ErrorCode.TOO_MANY_FILES: 413,
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.MODEL_INTEGRITY: 503,
-}
-DEFAULT_INPUT_STATUS = 422
-
 
 class ApiError(Exception):
-    """An HTTP error with a stable code (auth, not found, not ready)."""
+    """An HTTP error with a stable code (auth, not found, not ready); ``status`` is the catalogue's for ``code``
+    (tests/test_error_catalogue.py checks every ``ApiError(...)`` in the source)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: ErrorCode | str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.status, self.code, self.message, self.headers = status, ErrorCode(code), message, headers
 
 
-def status_for(code: ErrorCode) -> int:
-    return STATUS_BY_CODE.get(code, DEFAULT_INPUT_STATUS)
+def status_for(code: ErrorCode | str) -> int:
+    """The HTTP status of an error response with ``code`` (codes that are never a response: 500)."""
+    status = spec_for(code).http_status
+    return status if status is not None else 500
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -51,8 +44,8 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(InputError)
-    async def _input(request: Request, exc: InputError) -> JSONResponse:
+    @app.exception_handler(ServiceError)
+    async def _refused(request: Request, exc: ServiceError) -> JSONResponse:  # InputError, EnvironmentFault
         log.info("request refused: %s", exc.code)
         return error_response(status_for(exc.code), str(exc.code), exc.message)
 
@@ -62,26 +55,29 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DispatchUnavailable)
     async def _unavailable(request: Request, exc: DispatchUnavailable) -> JSONResponse:
-        return error_response(503, exc.code, exc.message, {"Retry-After": str(exc.retry_after_s)})
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return error_response(status_for(exc.code), exc.code, exc.message, headers)
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
-        return error_response(404, "JOB_NOT_FOUND", "no such job for this API key")
+        code = ErrorCode.JOB_NOT_FOUND
+        return error_response(status_for(code), code, "no such job for this API key")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors())
-        return error_response(422, "BAD_REQUEST", where or "invalid request")
+        return error_response(status_for(ErrorCode.BAD_REQUEST), ErrorCode.BAD_REQUEST, where or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(exc.status_code, ErrorCode.HTTP_ERROR)
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=False)
-        return error_response(500, "INTERNAL_ERROR", "unexpected server error; the server log has the details")
+        message = "unexpected server error; the server log has the details"
+        return error_response(status_for(ErrorCode.INTERNAL_ERROR), ErrorCode.INTERNAL_ERROR, message)
 
 
 ERROR_RESPONSES: dict[int | str, dict] = {

@@ -18,8 +18,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from service.jobs.models import JobState
+from service.jobs.service import JobService
 from service.jobs.stats import BUCKETS_S, read_stage_histograms
-from service.worker.service import JobService
 
 
 class _StoreCollector(Collector):

@@ -13,10 +13,10 @@ from service.api.auth import require_owner
 from service.api.errors import ERROR_RESPONSES, ApiError
 from service.api.schemas import JobListResponse, JobResponse
 from service.api.uploads import TEXT_FIELDS, UploadLimits, receive_upload
-from service.errors import InputError
+from service.errors import ErrorCode, ServiceError
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JobRecord, JobState
-from service.worker.dispatcher import DispatchUnavailable
-from service.worker.service import JobService
+from service.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -98,7 +98,7 @@ async def submit_job(
             model=upload.fields.get("model") or None,
             series_uid=upload.fields.get("series_uid") or None,
         )
-    except InputError:
+    except ServiceError:  # the input, or the model store
         metrics.submitted.labels("refused").inc()
         raise
     except DispatchUnavailable:
@@ -135,10 +135,11 @@ def _output(jobs: JobService, owner: str, job_id: str, kind: str) -> tuple[JobRe
     record = jobs.get_job(job_id, owner=owner)
     if record.state != JobState.SUCCEEDED:
         detail = f"failed ({record.error.code})" if record.error else str(record.state)
-        raise ApiError(409, "JOB_NOT_SUCCEEDED", f"job {job_id} is {detail}; outputs exist only for succeeded jobs")
+        message = f"job {job_id} is {detail}; outputs exist only for succeeded jobs"
+        raise ApiError(409, ErrorCode.JOB_NOT_SUCCEEDED, message)
     path = jobs.output_path(job_id, kind)
     if not path.is_file():
-        raise ApiError(404, "OUTPUT_NOT_FOUND", f"job {job_id} has no {kind} output")
+        raise ApiError(404, ErrorCode.OUTPUT_NOT_FOUND, f"job {job_id} has no {kind} output")
     return record, path
 
 

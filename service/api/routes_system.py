@@ -14,9 +14,9 @@ from service.api.auth import require_owner
 from service.api.errors import ERROR_RESPONSES
 from service.api.routes_jobs import get_jobs
 from service.api.schemas import Check, HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
-from service.errors import InputError
+from service.errors import ServiceError
+from service.jobs.service import JobService
 from service.model_bundle import list_bundles, resolve_bundle, verify_bundle
-from service.worker.service import JobService
 
 router = APIRouter()
 MODEL_CHECK_CACHE_S = 30.0
@@ -33,7 +33,7 @@ class ModelCheck:
         settings = jobs.settings
         try:
             ref = resolve_bundle(settings.default_model, settings.model_store)
-        except InputError as exc:
+        except ServiceError as exc:
             return Check(ok=False, detail=f"{exc.code}: {exc.message}")
         sums = ref.path / "SHA256SUMS"
         key = (str(ref.path), sums.stat().st_mtime_ns if sums.exists() else 0)
@@ -43,7 +43,7 @@ class ModelCheck:
             try:
                 verify_bundle(ref)
                 check = Check(ok=True, detail=f"{ref.spec} verified")
-            except InputError as exc:
+            except ServiceError as exc:
                 check = Check(ok=False, detail=f"{exc.code}: {exc.message}")
             self._cached = (time.monotonic(), key, check)
             return check
@@ -56,7 +56,7 @@ def get_models(owner: str = Depends(require_owner), jobs: JobService = Depends(g
     settings = jobs.settings
     try:
         default = resolve_bundle(settings.default_model, settings.model_store).spec
-    except InputError:
+    except ServiceError:
         default = None
     return ModelsResponse(
         models=[

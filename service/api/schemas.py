@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from service.jobs.models import JobRecord, JobState
+from service.pipeline.qa_schema import ModelInfo as BundleIdentity
 
 API_SCHEMA_VERSION: Literal["1"] = "1"
 
@@ -80,9 +81,9 @@ class JobListResponse(BaseModel):
     jobs: list[JobResponse]
 
 
-class ModelInfo(BaseModel):
-    name: str
-    version: str
+class ModelInfo(BundleIdentity):
+    """A bundle of the model store: its name and version as the QA report gives them, and how to ask for it."""
+
     spec: str = Field(description="name:version, accepted by POST /v1/jobs 'model'")
     default: bool = Field(description="used when a request names no model")
 

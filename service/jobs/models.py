@@ -38,15 +38,6 @@ class JobState(StrEnum):
         return self in (JobState.SUCCEEDED, JobState.FAILED)
 
 
-class JobFailure(StrEnum):
-    """Codes of failures that are not input errors (input errors keep their ``service.errors.ErrorCode``)."""
-
-    WORKER_LOST = "WORKER_LOST"  # started max_attempts times, the worker died each time
-    TIMEOUT = "TIMEOUT"  # over the job time limit
-    STALLED = "STALLED"  # running without progress for longer than a redelivery could take
-    INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug or an environment problem; details in the worker log
-
-
 class JobError(BaseModel):
     code: str
     message: str

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from service.jobs.store import dump_json, write_atomic
+from service.fileio import write_atomic
+from service.jobs.store import dump_json
 
 BUCKETS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 STATS_FILE = "stage_seconds.json"

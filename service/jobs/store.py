@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,13 +28,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from service.errors import ErrorCode
+from service.fileio import write_atomic
 from service.jobs.models import (
     INPUT_DIR,
     JOB_FILE,
     JOB_ID_RE,
     OUTPUT_DIR,
     JobError,
-    JobFailure,
     JobRecord,
     JobState,
     utc_now,
@@ -44,18 +44,6 @@ from service.jobs.models import (
 
 class JobNotFound(KeyError):
     """No job with this id (or a malformed id)."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same folder, then ``os.replace`` it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class JobStore:
@@ -242,7 +230,7 @@ class JobStore:
             elif record.updated_at < now - timedelta(seconds=stall_s) and not self.is_running_somewhere(record.id):
                 self.fail(
                     record.id,
-                    JobFailure.STALLED,
+                    ErrorCode.STALLED,
                     f"no progress for {int(stall_s)} s and no worker holds the job (its worker stopped and "
                     "no redelivery came, or it passed the hard time limit); submit it again",
                 )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-LOGGER = logging.getLogger("parotid.listener.audit")
+log = logging.getLogger("parotid.listener.audit")
 
 ALLOWED_FIELDS = frozenset(
     {
@@ -71,7 +71,7 @@ class AuditLog:
                 fh.write(line + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        LOGGER.info("%s", line)
+        log.info("%s", line)
         return entry
 
     def read(self) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from service.fileio import default_file_mode, write_atomic
 from service.listener.audit import AuditLog
 
 # C-STORE response statuses that mean "stored": success and the warning statuses of the Storage Service Class.
@@ -300,6 +301,4 @@ class DeliveryQueue:
 
     @staticmethod
     def _write_bytes(path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data, mode=default_file_mode(), suffix=".partial")

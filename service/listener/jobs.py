@@ -12,11 +12,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Protocol
 
-LOGGER = logging.getLogger(__name__)
+from service.errors import ErrorCode
+from service.jobs.dispatch import DispatchUnavailable
+from service.jobs.models import JobState
+from service.jobs.service import JobService
+from service.jobs.store import JobNotFound
 
-JobState = Literal["queued", "running", "succeeded", "failed"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,14 +32,14 @@ class SubmittedJob:
 @dataclass(frozen=True)
 class JobView:
     job_id: str
-    state: JobState | str
+    state: JobState
     rtstruct_path: Path | None = None
     error_code: str | None = None
     error_message: str | None = None
 
     @property
     def done(self) -> bool:
-        return self.state in ("succeeded", "failed")
+        return self.state.terminal
 
 
 class JobBackend(Protocol):
@@ -55,7 +59,7 @@ class JobBackend(Protocol):
 class SubmitLater(Exception):
     """The job could not be queued now (broker down, queue full, disk full); try again after ``retry_after_s``."""
 
-    def __init__(self, code: str, message: str, retry_after_s: float) -> None:
+    def __init__(self, code: ErrorCode | str, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.code, self.message, self.retry_after_s = code, message, retry_after_s
 
@@ -68,24 +72,23 @@ def owner_for_ae(calling_ae: str) -> str:
 
 
 class ServiceJobBackend:
-    """``JobBackend`` on ``service.worker.service.JobService`` (the HTTP API's store and dispatcher)."""
+    """``JobBackend`` on ``service.jobs.service.JobService`` (the HTTP API's store and dispatcher)."""
 
-    def __init__(self, service) -> None:  # service: service.worker.service.JobService
+    def __init__(self, service: JobService) -> None:
         self.service = service
         self._last_cleanup = time.monotonic()
 
     @classmethod
-    def from_env(cls, **overrides) -> ServiceJobBackend:
-        """Read ``service.config.Settings`` (``PAROTID_*``) and start its dispatcher (embedded pool or Celery)."""
+    def from_env(cls, **overrides: Any) -> ServiceJobBackend:
+        """Read ``service.config.Settings`` (``PAROTID_*``) and start its dispatcher (embedded pool or Celery).
+        A composition root: the one place the listener meets ``service.worker``."""
         from service.config import Settings
-        from service.worker.service import JobService
+        from service.worker.dispatcher import make_dispatcher
 
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-        return cls(JobService.from_settings(settings))
+        return cls(JobService.from_settings(settings, make_dispatcher))
 
     def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
-        from service.worker.dispatcher import DispatchUnavailable
-
         try:
             res = self.service.submit_series(batch_dir, owner=owner, model=model, series_uid=series_uid, move=True)
         except DispatchUnavailable as exc:
@@ -93,16 +96,13 @@ class ServiceJobBackend:
         return SubmittedJob(res.job.id, existing=not res.created)
 
     def poll(self, job_id: str) -> JobView:
-        from service.jobs.store import JobNotFound
-
         try:
             rec = self.service.get_job(job_id)
         except JobNotFound:
-            return JobView(job_id, "failed", error_code="JOB_NOT_FOUND", error_message="job deleted")
-        state = str(rec.state)
-        rtstruct = self.service.output_path(job_id, "rtstruct") if state == "succeeded" else None
+            return JobView(job_id, JobState.FAILED, error_code=ErrorCode.JOB_NOT_FOUND, error_message="job deleted")
+        rtstruct = self.service.output_path(job_id, "rtstruct") if rec.state == JobState.SUCCEEDED else None
         err = rec.error
-        return JobView(job_id, state, rtstruct, err.code if err else None, err.message if err else None)
+        return JobView(job_id, rec.state, rtstruct, err.code if err else None, err.message if err else None)
 
     def maintenance(self) -> None:
         """The service's retention clean-up every PAROTID_CLEANUP_INTERVAL_S, as ``parotid-seg serve`` does, so a
@@ -115,10 +115,10 @@ class ServiceJobBackend:
         try:
             counts = self.service.cleanup()
         except Exception as exc:  # noqa: BLE001 - a concurrent clean-up removed something first; next round
-            LOGGER.warning("job store clean-up: %s", type(exc).__name__)
+            log.warning("job store clean-up: %s", type(exc).__name__)
             return
         if any(counts.values()):
-            LOGGER.info("job store clean-up: %s", counts)
+            log.info("job store clean-up: %s", counts)
 
     def close(self) -> None:
         self.service.close()

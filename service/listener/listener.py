@@ -12,14 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from service.errors import ErrorCode, InputError
+from service.errors import EnvironmentFault, ErrorCode, InputError
+from service.fileio import default_file_mode, write_atomic
 from service.listener.audit import AuditLog
 from service.listener.delivery import DeliveryQueue, Destination, send_rtstruct
 from service.listener.jobs import JobBackend, SubmitLater, owner_for_ae
@@ -28,11 +28,9 @@ from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool
 from service.listener.tracker import Origin, ReadySeries, SeriesTracker
 
-LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 DISPATCHED_MARKER = ".dispatched.json"
 TICK_S = 0.2
-# submission errors caused by the installation, not by the series: the series waits (deferred) instead of failing
-ENVIRONMENT_ERRORS = {ErrorCode.MODEL_NOT_FOUND, ErrorCode.MODEL_INTEGRITY}
 
 
 @dataclass
@@ -60,7 +58,7 @@ class Listener:
         self.jobs = jobs
         self.clock = clock
         root = Path(settings.spool_dir)
-        self.spool = Spool(root, min_free_bytes=int(settings.min_free_disk_mb * 2**20))
+        self.spool = Spool(root, min_free_bytes=settings.min_free_disk_bytes)
         self.audit = AuditLog(root / "audit.jsonl")
         self.tracker = SeriesTracker(
             settings.quiet_time_s,
@@ -98,7 +96,7 @@ class Listener:
         self._thread = threading.Thread(target=self._loop, name="listener-loop", daemon=True)
         self._thread.start()
         self._server = start_server(build_ae(self.settings), self.settings, self.handlers, port)
-        LOGGER.info("listening as %s on %s:%d", self.settings.ae_title, self.settings.bind_host, self.port)
+        log.info("listening as %s on %s:%d", self.settings.ae_title, self.settings.bind_host, self.port)
         return self
 
     @property
@@ -124,7 +122,7 @@ class Listener:
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the loop must survive anything one series does
-                LOGGER.exception("listener loop iteration failed")
+                log.exception("listener loop iteration failed")
 
     def tick(self) -> None:
         ready, expired = self.tracker.poll()
@@ -135,8 +133,8 @@ class Listener:
             try:
                 self._dispatch(r)
             except Exception as exc:  # noqa: BLE001 - one series must not stop the others; it is tried again
-                LOGGER.exception("dispatch of series %s failed", r.series_uid)
-                self._defer(r, "INTERNAL_ERROR", f"{type(exc).__name__} (details in the listener log)", 60.0)
+                log.exception("dispatch of series %s failed", r.series_uid)
+                self._defer(r, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__} (details in the listener log)", 60.0)
         for e in expired:
             self.spool.remove_series(e.series_uid)
             self.audit.record("series_expired", series_uid=e.series_uid, reason=e.reason, n_instances=e.n_instances)
@@ -147,7 +145,7 @@ class Listener:
                 try:
                     self._follow(job)
                 except Exception:  # noqa: BLE001 - followed again at the next poll
-                    LOGGER.exception("following job %s failed", job.job_id)
+                    log.exception("following job %s failed", job.job_id)
 
     def _dispatch(self, r: ReadySeries) -> None:
         batch, n = self.spool.snapshot(r.series_uid, r.generation)
@@ -164,10 +162,10 @@ class Listener:
             sub = self.jobs.submit(
                 batch, series_uid=r.series_uid, model=self.settings.model, owner=owner_for_ae(r.origin.calling_ae)
             )
+        except EnvironmentFault as exc:  # the model store, not the series: try again once it is fixed
+            self._defer(r, str(exc.code), exc.message, 60.0)
+            return
         except InputError as exc:
-            if exc.code in ENVIRONMENT_ERRORS:  # the model store, not the series: try again once it is fixed
-                self._defer(r, str(exc.code), exc.message, 60.0)
-                return
             self.audit.record(
                 "job_rejected",
                 series_uid=r.series_uid,
@@ -230,14 +228,12 @@ class Listener:
     def _write_marker(self, series_uid: str, job_id: str, n_instances: int) -> None:
         folder = self.spool.series_dir(series_uid)
         if folder.is_dir():
-            tmp = folder / f"{DISPATCHED_MARKER}.partial"
-            tmp.write_text(json.dumps({"job_id": job_id, "n_instances": n_instances}))
-            os.replace(tmp, folder / DISPATCHED_MARKER)
+            marker = json.dumps({"job_id": job_id, "n_instances": n_instances}).encode()
+            write_atomic(folder / DISPATCHED_MARKER, marker, mode=default_file_mode(), suffix=".partial")
 
     def _save_active(self, job: ActiveJob) -> None:
-        tmp = self.active_dir / f".{job.job_id}.json.partial"
-        tmp.write_text(json.dumps(asdict(job)))
-        os.replace(tmp, self.active_dir / f"{job.job_id}.json")
+        data = json.dumps(asdict(job)).encode()
+        write_atomic(self.active_dir / f"{job.job_id}.json", data, mode=default_file_mode(), suffix=".partial")
 
     def _recover(self) -> None:
         """Re-register spooled series and followed jobs left by an earlier process."""

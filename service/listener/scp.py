@@ -52,7 +52,7 @@ from service.listener.spool import Spool, is_valid_uid
 from service.listener.tracker import Origin, SeriesTracker
 from service.pipeline.series_pixels import native_pixel_data_bytes
 
-LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -214,7 +214,7 @@ class StorageHandlers:
         try:
             status, series_uid = self._store(event, rec)
         except Exception:  # noqa: BLE001 - a handler must answer, never crash the listener
-            LOGGER.exception("C-STORE handler failed")
+            log.exception("C-STORE handler failed")
             status, series_uid = STATUS_CANNOT_UNDERSTAND, None
         if rec is not None:
             rec.statuses[status] += 1
@@ -225,7 +225,7 @@ class StorageHandlers:
     def _store(self, event: evt.Event, rec: AssociationRecord | None) -> tuple[int, str | None]:
         data = event.encoded_dataset(include_meta=True)
         if not self.spool.has_room(len(data)):
-            LOGGER.warning("refusing C-STORE: free disk below the watermark in %s", self.spool.root)
+            log.warning("refusing C-STORE: free disk below the watermark in %s", self.spool.root)
             return STATUS_OUT_OF_RESOURCES, None
         try:
             ds = event.dataset
@@ -238,7 +238,7 @@ class StorageHandlers:
             has_pixels = "PixelData" in ds
             pixels_short = has_pixels and pixel_data_too_short(ds, UID(str(event.context.transfer_syntax)))
         except Exception as exc:  # noqa: BLE001 - any decoding failure of peer data
-            LOGGER.warning("C-STORE data set could not be decoded: %s", type(exc).__name__)
+            log.warning("C-STORE data set could not be decoded: %s", type(exc).__name__)
             return STATUS_CANNOT_UNDERSTAND, None
         req: Any = event.request
         if (
@@ -250,13 +250,13 @@ class StorageHandlers:
             or modality != "CT"
             or not has_pixels
         ):
-            LOGGER.warning(
+            log.warning(
                 "C-STORE data set does not match CT Image Storage (SOP class/instance UID, series UID, "
                 "modality or pixel data)"
             )
             return STATUS_DATASET_MISMATCH, None
         if pixels_short:
-            LOGGER.warning(
+            log.warning(
                 "C-STORE data set refused: (7FE0,0010) Pixel Data is shorter than (0028,0010) Rows x "
                 "(0028,0011) Columns x samples x frames x bytes per sample (truncated?)"
             )
@@ -264,7 +264,7 @@ class StorageHandlers:
         try:
             self.spool.store_instance(series_uid, sop_uid, data)
         except OSError as exc:
-            LOGGER.error("spool write failed: %s", exc.strerror or type(exc).__name__)
+            log.error("spool write failed: %s", exc.strerror or type(exc).__name__)
             return STATUS_OUT_OF_RESOURCES, None
         origin = (
             rec.origin

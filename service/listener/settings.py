@@ -83,7 +83,8 @@ class ListenerSettings(BaseSettings):
     return_tls_ca_file: Path | None = None
     # --- storage
     spool_dir: Path = Path("var/listener")
-    min_free_disk_mb: float = Field(1024.0, ge=0)
+    min_free_disk_bytes: int = Field(2**30, ge=0)  # the unit of the service's PAROTID_MIN_FREE_DISK_BYTES
+    min_free_disk_mb: float | None = Field(None, ge=0)  # its older name, in MiB: still read, converted to bytes
     # --- series completeness
     quiet_time_s: float = Field(30.0, gt=0)
     release_grace_s: float = Field(5.0, ge=0)
@@ -106,6 +107,10 @@ class ListenerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ListenerSettings:
+        if self.min_free_disk_mb is not None:
+            if "min_free_disk_bytes" in self.model_fields_set:
+                raise ValueError("min_free_disk_mb is the older name of min_free_disk_bytes: set only one")
+            self.min_free_disk_bytes = int(self.min_free_disk_mb * 2**20)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
         if self.tls_ca_file is not None and self.tls_cert_file is None:

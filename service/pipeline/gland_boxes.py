@@ -17,8 +17,8 @@ boxes of a few hundred thousand voxels.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -80,17 +80,20 @@ def probabilities_in_box(
     return out
 
 
-def postprocess_on_ct_grid(
-    probs_model_zyxc: np.ndarray,
-    plan: Plan,
-    ct_spacing_mm_zyx: Sequence[float],
-    ct_shape_zyx: Sequence[int],
-    times: dict[str, float] | None = None,
-) -> dict[str, GlandMask]:
-    """``postprocess(probabilities_to_ct_grid(...))`` computed in each gland's box: the same ``GlandMask``es.
+@dataclass(frozen=True)
+class GlandProbabilities:
+    """One gland's probabilities on the CT grid inside its box (``None``: no voxel can be that gland)."""
 
-    ``times`` (optional) receives the seconds spent resampling (``resample_back``) and cleaning (``postprocess``).
-    """
+    name: str
+    channel: int
+    box: tuple[slice, slice, slice] | None
+    probs_zyxc: np.ndarray | None  # float32 (z, y, x, C) inside ``box``, every channel
+
+
+def gland_probabilities(
+    probs_model_zyxc: np.ndarray, plan: Plan, ct_spacing_mm_zyx: Sequence[float], ct_shape_zyx: Sequence[int]
+) -> list[GlandProbabilities]:
+    """Stage 3b: each gland's probabilities back on the CT grid, inside its box only."""
     labels = list(plan.labels)
     if not labels or labels[0] != BACKGROUND:
         raise ValueError(f"labels[0] must be {BACKGROUND!r}, got {labels}")
@@ -99,25 +102,35 @@ def postprocess_on_ct_grid(
     shape = tuple(int(n) for n in ct_shape_zyx)
     scale = back_scale(plan, ct_spacing_mm_zyx)
     threshold = support_threshold(plan.background_weight, len(labels) - 1)
-    t_resample = t_clean = 0.0
-    result: dict[str, GlandMask] = {}
+    out = []
     for c, name in enumerate(labels[1:], start=1):
-        t0 = time.perf_counter()
         box = gland_box(probs_model_zyxc[..., c], scale, shape, threshold)
+        probs = None if box is None else probabilities_in_box(probs_model_zyxc, scale, shape, box)
+        out.append(GlandProbabilities(name, c, box, probs))
+    return out
+
+
+def clean_glands(
+    boxed: list[GlandProbabilities], background_weight: float, ct_shape_zyx: Sequence[int]
+) -> dict[str, GlandMask]:
+    """Stage 4 in each box: weighted argmax, largest component, hole filling (``postprocess``'s steps)."""
+    shape = tuple(int(n) for n in ct_shape_zyx)
+    result: dict[str, GlandMask] = {}
+    for g in boxed:
         mask = np.zeros(shape, dtype=bool)
-        if box is None:
-            result[name] = GlandMask(name, mask, 0, 0.0, 1.0)
-            t_resample += time.perf_counter() - t0
+        if g.box is None or g.probs_zyxc is None:
+            result[g.name] = GlandMask(g.name, mask, 0, 0.0, 1.0)
             continue
-        probs = probabilities_in_box(probs_model_zyxc, scale, shape, box)
-        t1 = time.perf_counter()
-        sub, n_before, fraction = clean_mask(weighted_argmax(probs, plan.background_weight) == c)
-        mean_prob = float(probs[..., c][sub].mean(dtype=np.float64)) if sub.any() else 0.0
-        mask[box] = sub
-        result[name] = GlandMask(name, mask, n_before, mean_prob, fraction)
-        t_resample += t1 - t0
-        t_clean += time.perf_counter() - t1
-    if times is not None:
-        times["resample_back"] = round(t_resample, 3)
-        times["postprocess"] = round(t_clean, 3)
+        sub, n_before, fraction = clean_mask(weighted_argmax(g.probs_zyxc, background_weight) == g.channel)
+        mean_prob = float(g.probs_zyxc[..., g.channel][sub].mean(dtype=np.float64)) if sub.any() else 0.0
+        mask[g.box] = sub
+        result[g.name] = GlandMask(g.name, mask, n_before, mean_prob, fraction)
     return result
+
+
+def postprocess_on_ct_grid(
+    probs_model_zyxc: np.ndarray, plan: Plan, ct_spacing_mm_zyx: Sequence[float], ct_shape_zyx: Sequence[int]
+) -> dict[str, GlandMask]:
+    """``postprocess(probabilities_to_ct_grid(...))`` computed in each gland's box: the same ``GlandMask``es."""
+    boxed = gland_probabilities(probs_model_zyxc, plan, ct_spacing_mm_zyx, ct_shape_zyx)
+    return clean_glands(boxed, plan.background_weight, ct_shape_zyx)

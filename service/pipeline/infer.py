@@ -102,7 +102,10 @@ def _predict_box(predict: PredictFn, x_zyx: np.ndarray, plan: Plan) -> np.ndarra
 
 
 def probabilities_to_ct_grid(
-    probs_model_zyxc: np.ndarray, plan: Plan, ct_spacing_mm_zyx: tuple[float, float, float], ct_shape_zyx
+    probs_model_zyxc: np.ndarray,
+    plan: Plan,
+    ct_spacing_mm_zyx: tuple[float, float, float],
+    ct_shape_zyx: tuple[int, int, int],
 ) -> np.ndarray:
     """Resample per-class probabilities (trilinear) from the model grid back onto the CT grid.
 

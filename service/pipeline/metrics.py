@@ -133,3 +133,35 @@ def surface_metrics_mm(a: np.ndarray, b: np.ndarray, spacing_mm_zyx: Sequence[fl
     """``(hd95_mm, mean_surface_distance_mm)`` from one pair of distance transforms."""
     d_ab, d_ba = surface_distances_mm(a, b, spacing_mm_zyx)
     return _hd95(d_ab, d_ba), _assd(d_ab, d_ba)
+
+
+def hd95_pooled_mm(d_ab: np.ndarray, d_ba: np.ndarray) -> float:
+    """The pooled HD95: the 95th percentile of both directions' surface distances together (medpy's ``hd95``,
+    plastimatch's "Percent (0.95) Hausdorff distance (boundary)"); NaN if either mask is empty. Never larger than
+    :func:`hd95_mm`'s max of the directed 95th percentiles."""
+    if d_ab.size == 0 or d_ba.size == 0:
+        return float("nan")
+    return float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+
+
+def surface_dice(d_ab: np.ndarray, d_ba: np.ndarray, tolerance_mm: float) -> float:
+    """Surface Dice at a tolerance (Nikolov et al., J Med Internet Res 2021): the fraction of both surfaces lying
+    within ``tolerance_mm`` of the other, ``(#{d(A->B) <= t} + #{d(B->A) <= t}) / (|S_A| + |S_B|)``, counting surface
+    voxels (not surface-element areas); NaN if either mask is empty."""
+    if d_ab.size == 0 or d_ba.size == 0:
+        return float("nan")
+    within = int(np.count_nonzero(d_ab <= tolerance_mm)) + int(np.count_nonzero(d_ba <= tolerance_mm))
+    return within / (d_ab.size + d_ba.size)
+
+
+def surface_report_mm(
+    a: np.ndarray, b: np.ndarray, spacing_mm_zyx: Sequence[float], tolerances_mm: Sequence[float] = (2.0, 3.0)
+) -> dict[str, float]:
+    """HD95 (both definitions), mean surface distance and surface Dice at each tolerance, from one pair of
+    distance transforms: keys ``hd95_mm`` (max of directed P95s), ``hd95_pooled_mm``, ``msd_mm``,
+    ``surface_dice_<t>mm``."""
+    d_ab, d_ba = surface_distances_mm(a, b, spacing_mm_zyx)
+    out = {"hd95_mm": _hd95(d_ab, d_ba), "hd95_pooled_mm": hd95_pooled_mm(d_ab, d_ba), "msd_mm": _assd(d_ab, d_ba)}
+    for t in tolerances_mm:
+        out[f"surface_dice_{t:g}mm"] = surface_dice(d_ab, d_ba, float(t))
+    return out

@@ -6,6 +6,8 @@ Only ``keras.ops`` is used, so the layers run on TensorFlow, PyTorch and JAX bac
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import layers, ops
 
@@ -18,12 +20,12 @@ class CBAM3D(layers.Layer):
     Spatial attention: a 7x7x7 convolution over the channel-wise mean and max maps, sigmoid-gated.
     """
 
-    def __init__(self, reduction: int = 4, spatial_kernel: int = 7, **kwargs):
+    def __init__(self, reduction: int = 4, spatial_kernel: int = 7, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reduction = reduction
         self.spatial_kernel = spatial_kernel
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         channels = int(input_shape[-1])
         hidden = max(channels // self.reduction, 1)
         self.mlp1 = layers.Dense(hidden, activation="relu", name="mlp1")
@@ -34,7 +36,7 @@ class CBAM3D(layers.Layer):
         self.spatial.build((None, None, None, None, 2))
         super().build(input_shape)
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         avg = ops.mean(x, axis=(1, 2, 3))
         mx = ops.max(x, axis=(1, 2, 3))
         ch = ops.sigmoid(self.mlp2(self.mlp1(avg)) + self.mlp2(self.mlp1(mx)))
@@ -42,10 +44,10 @@ class CBAM3D(layers.Layer):
         pooled = ops.concatenate([ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1)
         return x * ops.sigmoid(self.spatial(pooled))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         cfg = super().get_config()
         cfg.update({"reduction": self.reduction, "spatial_kernel": self.spatial_kernel})
         return cfg

@@ -15,8 +15,6 @@ written to a temporary name in the target directory and renamed, so a reader nev
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import ndimage
 
+from service.fileio import atomic_write
 from service.pipeline.metrics import volume_cc
 from service.pipeline.postprocess import bounding_box, mask_indices
 from service.pipeline.volume import Volume
@@ -116,14 +115,15 @@ def _panel(
         interpolation="nearest",
         aspect="equal",
     )
-    for mask2d, colour in outlines:
-        box = bounding_box(mask2d)  # contour only around the outline (1 voxel of margin): the same lines, far less work
+    for mask2d, color in outlines:
+        # contour only around the outline (1 voxel of margin): the same lines, far less work
+        box = bounding_box(mask2d)
         if box is not None:
             rows, cols = box
             up = np.repeat(np.repeat(mask2d[box].astype(np.float32), _UPSAMPLE, axis=0), _UPSAMPLE, axis=1)
             h = h_up[cols.start * _UPSAMPLE : cols.stop * _UPSAMPLE]
             v = v_up[rows.start * _UPSAMPLE : rows.stop * _UPSAMPLE]
-            ax.contour(h, v, up, levels=[0.5], colors=[colour], linewidths=1.3)
+            ax.contour(h, v, up, levels=[0.5], colors=[color], linewidths=1.3)
     ax.set_xlim(h_range)
     ax.set_ylim((v_hi, v_lo) if v_down else (v_lo, v_hi))
     ax.tick_params(labelsize=7)
@@ -133,7 +133,7 @@ def _draw_row(
     axes: list[Axes],
     ct: Volume,
     masks: dict[str, np.ndarray],
-    colours: dict[str, str],
+    colors: dict[str, str],
     centre_kji: tuple[int, int, int],
     box: tuple[slice, slice, slice],
     row_name: str,
@@ -155,7 +155,7 @@ def _draw_row(
         y_rng,
         x_up,
         y_up,
-        [(m[ck, by, bx], colours[n]) for n, m in masks.items()],
+        [(m[ck, by, bx], colors[n]) for n, m in masks.items()],
         v_down=True,
     )
     _label(ax, "R", "L", "A", "P")
@@ -171,7 +171,7 @@ def _draw_row(
         z_rng,
         x_up,
         z_up,
-        [(m[bz, cj, bx], colours[n]) for n, m in masks.items()],
+        [(m[bz, cj, bx], colors[n]) for n, m in masks.items()],
         v_down=False,
     )
     _label(ax, "R", "L", "S", "I")
@@ -187,7 +187,7 @@ def _draw_row(
         z_rng,
         y_up,
         z_up,
-        [(m[bz, by, ci], colours[n]) for n, m in masks.items()],
+        [(m[bz, by, ci], colors[n]) for n, m in masks.items()],
         v_down=False,
     )
     _label(ax, "A", "P", "S", "I")
@@ -206,7 +206,7 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
     for name, m in masks.items():
         if m.shape != ct.shape_zyx:
             raise ValueError(f"{name}: mask shape {m.shape} != CT grid {ct.shape_zyx}")
-    colours = {n: _colour(n, idx) for idx, n in enumerate(masks)}
+    colors = {n: _colour(n, idx) for idx, n in enumerate(masks)}
     box = _crop_box(ct, masks)
     rows: list[tuple[str, tuple[int, int, int]]] = []
     for name, m in masks.items():
@@ -223,12 +223,12 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
     grid = {"left": 0.05, "right": 0.99, "bottom": 0.45 / height, "top": 1.0 - 1.0 / height, "wspace": 0.25}
     axes = fig.subplots(len(rows), 3, squeeze=False, gridspec_kw={**grid, "hspace": 0.7 / 4.6})
     for (row_name, centre), row_axes in zip(rows, axes, strict=True):
-        _draw_row(list(row_axes), ct, masks, colours, centre, box, row_name)
+        _draw_row(list(row_axes), ct, masks, colors, centre, box, row_name)
 
     handles = []
     for name, m in masks.items():
         label = f"{name}: {volume_cc(m, ct.spacing_mm_zyx):.1f} cc" if m.any() else f"{name}: EMPTY (no contour)"
-        handles.append(Line2D([], [], color=colours[name], linewidth=2.5, label=label))
+        handles.append(Line2D([], [], color=colors[name], linewidth=2.5, label=label))
     if handles:
         fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1.0), fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"
@@ -241,11 +241,5 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
         va="top",
     )
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png")

@@ -22,14 +22,13 @@ No patient name or ID is ever written into the report. The schema is in ``servic
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from service.fileio import write_atomic
 from service.pipeline import metrics
 from service.pipeline.postprocess import GlandMask, mask_indices
 from service.pipeline.qa_schema import (
@@ -322,12 +321,4 @@ def build_qa(
 def write_qa_json(report: QAReport, path: Path) -> None:
     """Write the report as indented JSON atomically (temp file in the same directory, then ``os.replace``)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(report.model_dump_json(indent=2))
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (report.model_dump_json(indent=2) + "\n").encode("utf-8"))

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -46,13 +44,12 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
+from service.fileio import atomic_write, default_file_mode
 from service.pipeline.contours import mask_to_polygons
 from service.pipeline.volume import Volume
 
 log = logging.getLogger(__name__)
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import: output files get the usual 0666 & ~umask, not mkstemp's 0600
 
 MANUFACTURER = "parotid-seg"
 STRUCTURE_SET_LABEL = "AUTO Parotid"  # (3006,0002) SH, at most 16 characters
@@ -343,14 +340,5 @@ def write_rtstruct(
         series_description=series_description,
     )
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, mode=default_file_mode(), durable=True) as fh:
+        ds.save_as(fh, enforce_file_format=True)

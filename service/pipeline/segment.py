@@ -12,21 +12,19 @@ answers without paying for SciPy, Matplotlib or a network runtime.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, read_plan, resolve_bundle
 from service.pipeline.series import load_series
+from service.pipeline.stages import PROGRESS_AT, Progress, Stage, StageTimer
 from service.pipeline.volume import Volume
 
 if TYPE_CHECKING:
     from service.pipeline.postprocess import GlandMask
     from service.pipeline.qa import QAReport, QAThresholds
-
-Progress = Callable[[str, float], None]  # (stage name, fraction of the job done)
 
 
 @dataclass
@@ -36,20 +34,6 @@ class SegmentationResult:
     qa: QAReport
     model: LoadedModel
     stage_times_s: dict[str, float] = field(default_factory=dict)
-
-
-class _Timer:
-    def __init__(self, progress: Progress | None) -> None:
-        self.times: dict[str, float] = {}
-        self.progress = progress
-
-    def run(self, stage: str, frac: float, fn, *args, **kwargs):
-        if self.progress:
-            self.progress(stage, frac)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.times[stage] = round(time.perf_counter() - t0, 3)
-        return out
 
 
 def run_segmentation(
@@ -63,37 +47,39 @@ def run_segmentation(
     progress: Progress | None = None,
 ) -> SegmentationResult:
     """Run every stage in memory; raises ``InputError`` for rejected input before any output exists."""
-    timer = _Timer(progress)
+    timer = StageTimer(progress)
     ref = resolve_bundle(model, store)
     # the input is checked (and the reference read) before the network is loaded: a rejection answers at once
     plan = read_plan(ref)
-    ct = timer.run("read", 0.0, load_series, inputs, series_uid=series_uid, min_slices=plan.min_slices)
+    with timer.stage(Stage.READ):
+        ct = load_series(inputs, series_uid=series_uid, min_slices=plan.min_slices)
     ref_masks = None
     if reference is not None:
         from service.pipeline.rtstruct_read import read_rtstruct_masks
 
-        ref_masks = timer.run(
-            "read_reference", 0.05, read_rtstruct_masks, reference, ct, list(plan.labels[1:]), require_all=False
-        )
-    loaded = timer.run("load_model", 0.1, load_bundle, ref)
-    from service.pipeline.gland_boxes import postprocess_on_ct_grid
+        with timer.stage(Stage.READ_REFERENCE):
+            ref_masks = read_rtstruct_masks(reference, ct, list(plan.labels[1:]), require_all=False)
+    with timer.stage(Stage.LOAD_MODEL):
+        loaded = load_bundle(ref)
+    plan = loaded.plan
+    from service.pipeline.gland_boxes import clean_glands, gland_probabilities
     from service.pipeline.infer import predict_probabilities
     from service.pipeline.preprocess import preprocess_volume
     from service.pipeline.qa import build_qa
 
-    t0 = time.perf_counter()
-    if progress:
-        progress("preprocess", 0.15)
-    x = preprocess_volume(ct, loaded.plan)
-    timer.times["preprocess"] = round(time.perf_counter() - t0, 3)
-    probs_model = timer.run("model", 0.2, predict_probabilities, loaded.predict, x, loaded.plan)
+    with timer.stage(Stage.PREPROCESS):
+        x = preprocess_volume(ct, plan)
+    with timer.stage(Stage.MODEL):
+        probs_model = predict_probabilities(loaded.predict, x, plan)
     del x
-    if progress:
-        progress("postprocess", 0.75)
-    # back onto the CT grid and cleaned inside each gland's box only (same masks as the whole grid, tested);
-    # records the "resample_back" and "postprocess" stage times
-    glands = postprocess_on_ct_grid(probs_model, loaded.plan, ct.spacing_mm_zyx, ct.shape_zyx, timer.times)
+    # back onto the CT grid and cleaned inside each gland's box only: the whole grid's masks (tests/pipeline/
+    # test_gland_boxes.py), without whole-grid probability volumes; probabilities freed once the masks exist
+    with timer.stage(Stage.RESAMPLE_BACK):
+        boxed = gland_probabilities(probs_model, plan, ct.spacing_mm_zyx, ct.shape_zyx)
     del probs_model
+    with timer.stage(Stage.POSTPROCESS):
+        glands = clean_glands(boxed, plan.background_weight, ct.shape_zyx)
+    del boxed
     qa = build_qa(
         ct,
         glands,
@@ -121,25 +107,19 @@ def write_outputs(
     ref = result.model.ref
     masks = {name: g.mask_zyx for name, g in result.glands.items()}
     pending: list[tuple[Path, Path]] = []
-    times = dict(result.stage_times_s)
+    timer = StageTimer(progress, result.stage_times_s)
     try:
-        if progress:
-            progress("rtstruct", 0.85)
-        t0 = time.perf_counter()
-        tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
-        write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version)
-        pending.append((tmp_rs, rtstruct_path))
-        times["rtstruct"] = round(time.perf_counter() - t0, 3)
+        with timer.stage(Stage.RTSTRUCT):
+            tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
+            write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version)
+            pending.append((tmp_rs, rtstruct_path))
         if preview_path is not None:
-            if progress:
-                progress("preview", 0.92)
-            t0 = time.perf_counter()
-            tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
-            title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
-            write_preview(result.ct, masks, tmp_pv, title=title)
-            pending.append((tmp_pv, preview_path))
-            times["preview"] = round(time.perf_counter() - t0, 3)
-        qa = result.qa.model_copy(update={"stage_times_s": times})
+            with timer.stage(Stage.PREVIEW):
+                tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
+                title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
+                write_preview(result.ct, masks, tmp_pv, title=title)
+                pending.append((tmp_pv, preview_path))
+        qa = result.qa.model_copy(update={"stage_times_s": timer.times})
         if qa_path is not None:
             tmp_qa = qa_path.with_name(f".{qa_path.name}.partial")
             write_qa_json(qa, tmp_qa)
@@ -178,5 +158,5 @@ def segment_series(
     )
     qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress)
     if progress:
-        progress("done", 1.0)
+        progress(Stage.DONE.value, PROGRESS_AT[Stage.DONE])
     return qa

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -127,7 +128,7 @@ def read_dataset(path: Path, *, stop_before_pixels: bool) -> tuple[Dataset | Non
     return ds, problem
 
 
-def _pixel_data_problem(fp, ds: Dataset) -> str:
+def _pixel_data_problem(fp: BinaryIO, ds: Dataset) -> str:
     """After a ``stop_before_pixels`` read: '' when (7FE0,0010) Pixel Data follows in full, else why not."""
     ts = _transfer_syntax(ds)
     if ts == _DEFLATED:

@@ -1,2 +1,2 @@
-"""Running jobs: ``runner.run_job`` (shared), the embedded pool and the Celery app (``dispatcher``), and
-``service.JobService``, the Python API the HTTP layer and the DICOM listener use to submit and follow jobs."""
+"""Running jobs: ``runner.run_job`` (shared), the embedded pool and the Celery app, and ``dispatcher.make_dispatcher``,
+which chooses between them (the interface they implement is ``service.jobs.dispatch.Dispatcher``)."""

@@ -14,8 +14,7 @@ import os
 
 from pydantic import ValidationError
 
-from service.api.app_cli import load_settings
-from service.config import ConfigError, config_error
+from service.config import ConfigError, config_error, load_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

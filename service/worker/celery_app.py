@@ -28,9 +28,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel, Field
 
 from service.config import Settings
+from service.errors import ErrorCode
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JOB_ID_RE
 from service.jobs.store import JobStore
-from service.worker.dispatcher import DispatchUnavailable
 from service.worker.runner import run_job
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class CeleryDispatcher:
     def _unavailable(self) -> DispatchUnavailable:
         assert self.settings.broker_url is not None
         return DispatchUnavailable(
-            "BROKER_UNAVAILABLE",
+            ErrorCode.BROKER_UNAVAILABLE,
             f"the job queue (Redis at {broker_label(self.settings.broker_url)}) is not reachable; the job was not "
             "accepted. Submit it again once GET /readyz reports ready",
             retry_after_s=30,

@@ -1,46 +1,14 @@
-"""How a job id reaches a worker: the interface, its errors, and the choice between the two implementations.
+"""The choice between the two dispatcher implementations (the interface is ``service.jobs.dispatch.Dispatcher``).
 
 - ``EmbeddedDispatcher`` (default, no broker configured): a bounded queue and a few threads in this process.
 - ``CeleryDispatcher`` (``PAROTID_BROKER_URL=redis://...``): a Celery task on Redis, run by ``parotid-seg worker``.
-
-Both pass only the job id; the job's files and state live in the job store.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from service.config import Settings
+from service.jobs.dispatch import Dispatcher
 from service.jobs.store import JobStore
-
-
-class DispatchUnavailable(Exception):
-    """The job cannot be queued now (broker down, queue full); the message says why. HTTP 503."""
-
-    def __init__(self, code: str, message: str, retry_after_s: int = 10) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
-
-
-class Dispatcher(Protocol):
-    kind: str  # "embedded" or "celery"
-
-    def start(self) -> None:
-        """Begin taking jobs (embedded: start threads and requeue jobs left by a previous process)."""
-
-    def submit(self, job_id: str) -> None:
-        """Queue the job; raises DispatchUnavailable when it cannot."""
-
-    def check(self) -> tuple[bool, str]:
-        """Readiness of the queue: (ok, detail)."""
-
-    def queue_depth(self) -> int | None:
-        """Jobs waiting (not yet started), or None when unknown."""
-
-    def close(self) -> None:
-        """Stop taking jobs (embedded: a running job finishes in the background)."""
 
 
 def make_dispatcher(settings: Settings, store: JobStore) -> Dispatcher:

@@ -13,9 +13,10 @@ import queue
 import threading
 
 from service.config import Settings
+from service.errors import ErrorCode
+from service.jobs.dispatch import DispatchUnavailable
 from service.jobs.models import JobState
 from service.jobs.store import JobStore
-from service.worker.dispatcher import DispatchUnavailable
 from service.worker.runner import run_job
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ class EmbeddedDispatcher:
     def submit(self, job_id: str) -> None:
         with self._lock:
             if self._closed:
-                raise DispatchUnavailable("SHUTTING_DOWN", "the service is shutting down; submit again shortly")
+                raise DispatchUnavailable(ErrorCode.SHUTTING_DOWN, "the service is shutting down; submit again shortly")
             if self._queue.qsize() >= self.settings.embedded_queue_max:
                 raise DispatchUnavailable(
-                    "QUEUE_FULL",
+                    ErrorCode.QUEUE_FULL,
                     f"{self._queue.qsize()} jobs are waiting (PAROTID_EMBEDDED_QUEUE_MAX "
                     f"{self.settings.embedded_queue_max}); submit again later",
                     retry_after_s=60,

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import logging
 import traceback
-from pathlib import Path
 
 from service.config import Settings
-from service.errors import InputError
+from service.errors import ErrorCode, ServiceError
 from service.jobs.ingest import describe_paths
 from service.jobs.models import (
     INPUT_DIR,
@@ -24,12 +23,12 @@ from service.jobs.models import (
     QA_FILE,
     REFERENCE_FILE,
     RTSTRUCT_FILE,
-    JobFailure,
     JobState,
     utc_now,
 )
 from service.jobs.stats import record_stage_times
 from service.jobs.store import JobNotFound, JobStore
+from service.pipeline.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def _run_locked(
     if record.attempts >= settings.max_attempts:
         store.fail(
             job_id,
-            JobFailure.WORKER_LOST,
+            ErrorCode.WORKER_LOST,
             f"the job was started {record.attempts} time(s) and its worker stopped each time before it "
             "finished (killed, out of memory, or the machine stopped); it is not retried again",
         )
@@ -87,7 +86,7 @@ def _run_locked(
         attempts=record.attempts + 1,
         started_at=utc_now(),
         progress=0.0,
-        stage="starting",
+        stage=Stage.STARTING,
     )
     log.info("job %s: started (attempt %d of %d)", job_id, record.attempts, settings.max_attempts)
     folder = store.job_path(job_id)
@@ -107,13 +106,13 @@ def _run_locked(
         )
     except JobNotFound:
         raise
-    except InputError as exc:
+    except ServiceError as exc:  # the input, or the model store (EnvironmentFault)
         return _finish_failed(store, job_id, str(exc.code), describe_paths(exc.message, folder))
     except timeout_exceptions:
         return _finish_failed(
             store,
             job_id,
-            JobFailure.TIMEOUT,
+            ErrorCode.TIMEOUT,
             f"the job ran longer than the time limit of {settings.job_time_limit_s} s",
         )
     except Exception as exc:
@@ -124,7 +123,7 @@ def _run_locked(
         return _finish_failed(
             store,
             job_id,
-            JobFailure.INTERNAL_ERROR,
+            ErrorCode.INTERNAL_ERROR,
             f"unexpected {type(exc).__name__} in the worker; the worker log has the details (job {job_id})",
         )
     times = {k: float(v) for k, v in qa.stage_times_s.items()}
@@ -132,7 +131,7 @@ def _run_locked(
         job_id,
         state=JobState.SUCCEEDED,
         progress=1.0,
-        stage="done",
+        stage=Stage.DONE,
         finished_at=utc_now(),
         qa_status=qa.status,
         stage_times_s=times,
@@ -150,12 +149,3 @@ def _finish_failed(store: JobStore, job_id: str, code: str, message: str) -> Job
     store.remove_inputs(job_id)
     log.warning("job %s: failed %s", job_id, code)
     return JobState.FAILED
-
-
-def output_files(store: JobStore, job_id: str) -> dict[str, Path]:
-    """The output files of a succeeded job by kind (rtstruct, qa, preview)."""
-    return {
-        "rtstruct": store.output_path(job_id, RTSTRUCT_FILE),
-        "qa": store.output_path(job_id, QA_FILE),
-        "preview": store.output_path(job_id, PREVIEW_FILE),
-    }

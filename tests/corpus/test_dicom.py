@@ -94,14 +94,16 @@ def series_outcome(records: list[dict], series_uid: str) -> str | None:
 def dicom_run(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Case], corpus_model_store: Path) -> Iterator:
     """Start the listener, send every DICOM case, wait until every stored series has an outcome."""
     from service.config import Settings
+    from service.jobs.service import JobService
     from service.listener.jobs import ServiceJobBackend
     from service.listener.listener import Listener
     from service.listener.settings import load_settings
-    from service.worker.service import JobService
+    from service.worker.dispatcher import make_dispatcher
 
     root = tmp_path_factory.mktemp("corpus_dicom")
     jobs = JobService.from_settings(
-        Settings(job_dir=root / "jobs", model_store=corpus_model_store, broker_url=None, min_free_disk_bytes=0)
+        Settings(job_dir=root / "jobs", model_store=corpus_model_store, broker_url=None, min_free_disk_bytes=0),
+        make_dispatcher,
     )
     settings = load_settings(
         spool_dir=root / "spool",

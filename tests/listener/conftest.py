@@ -160,9 +160,12 @@ def make_series(tmp_path: Path) -> Callable[..., Series]:
 def job_service(tmp_path: Path, model_store: Path) -> Iterator[Any]:
     """The service's own job store and embedded dispatcher (what ``parotid-seg serve`` uses without a broker)."""
     from service.config import Settings
-    from service.worker.service import JobService
+    from service.jobs.service import JobService
+    from service.worker.dispatcher import make_dispatcher
 
-    service = JobService.from_settings(Settings(job_dir=tmp_path / "jobs", model_store=model_store, broker_url=None))
+    service = JobService.from_settings(
+        Settings(job_dir=tmp_path / "jobs", model_store=model_store, broker_url=None), make_dispatcher
+    )
     yield service
     service.close()
 

@@ -22,10 +22,11 @@ def test_listener_in_celery_mode_with_a_worker_subprocess(
     tmp_path: Path, model_store: Path, make_series, storescp_factory
 ):
     from service.config import Settings
+    from service.jobs.service import JobService
     from service.listener.jobs import ServiceJobBackend
     from service.listener.listener import Listener
     from service.listener.settings import load_settings
-    from service.worker.service import JobService
+    from service.worker.dispatcher import make_dispatcher
 
     url = require_redis()
     queue = f"{SESSION_QUEUE}-listener-{uuid.uuid4().hex[:6]}"
@@ -45,7 +46,7 @@ def test_listener_in_celery_mode_with_a_worker_subprocess(
             [*cli, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     service = JobService.from_settings(
-        Settings(job_dir=job_dir, model_store=model_store, broker_url=url, queue_name=queue)
+        Settings(job_dir=job_dir, model_store=model_store, broker_url=url, queue_name=queue), make_dispatcher
     )
     tps = storescp_factory("TPS")
     settings = load_settings(

@@ -21,12 +21,14 @@ def test_owner_for_ae_is_a_valid_owner_name():
 def test_submit_poll_and_retention_cleanup(tmp_path: Path, model_store: Path, make_series):
     from service.config import Settings
     from service.jobs.models import utc_now
-    from service.worker.service import JobService
+    from service.jobs.service import JobService
+    from service.worker.dispatcher import make_dispatcher
 
     service = JobService.from_settings(
         Settings(
             job_dir=tmp_path / "jobs", model_store=model_store, broker_url=None, cleanup_interval_s=1, retention_s=60
-        )
+        ),
+        make_dispatcher,
     )
     backend = ServiceJobBackend(service)
     try:

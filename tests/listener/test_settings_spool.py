@@ -100,3 +100,15 @@ def test_spool_writes_atomically_and_refuses_non_uids(tmp_path: Path):
 def test_watermark(tmp_path: Path):
     assert Spool(tmp_path, min_free_bytes=0).has_room(1)
     assert not Spool(tmp_path, min_free_bytes=10**18).has_room(1)
+
+
+def test_spool_watermark_in_bytes_with_the_older_mib_name_still_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    assert load_settings(peers=PEERS).min_free_disk_bytes == 2**30
+    assert load_settings(peers=PEERS, min_free_disk_bytes=5000).min_free_disk_bytes == 5000
+    cfg = tmp_path / "listener.toml"
+    cfg.write_text("min_free_disk_mb = 2.5\n")  # a configuration file written before the rename
+    assert load_settings(cfg, peers=PEERS).min_free_disk_bytes == int(2.5 * 2**20)
+    monkeypatch.setenv("PAROTID_LISTENER_MIN_FREE_DISK_MB", "3")
+    assert load_settings(peers=PEERS).min_free_disk_bytes == 3 * 2**20
+    with pytest.raises(ValidationError, match="older name"):
+        load_settings(peers=PEERS, min_free_disk_bytes=5000)

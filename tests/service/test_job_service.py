@@ -10,13 +10,14 @@ import pytest
 
 from service.errors import InputError
 from service.jobs.models import JobState
+from service.jobs.service import JobService
 from service.jobs.store import JobNotFound
-from service.worker.service import JobService
+from service.worker.dispatcher import make_dispatcher
 from tests.service.conftest import make_settings
 
 
 def test_submit_series_from_a_folder(tmp_path: Path, model_store: Path, ct_series):
-    jobs = JobService.from_settings(make_settings(tmp_path / "jobs", model_store))
+    jobs = JobService.from_settings(make_settings(tmp_path / "jobs", model_store), make_dispatcher)
     try:
         spool = tmp_path / "spool"
         shutil.copytree(ct_series.folder, spool)
@@ -47,10 +48,12 @@ def test_submit_series_from_a_folder(tmp_path: Path, model_store: Path, ct_serie
 
 
 def test_full_embedded_queue_refuses_and_keeps_nothing(tmp_path: Path, model_store: Path, ct_series):
-    from service.worker.dispatcher import DispatchUnavailable
+    from service.jobs.dispatch import DispatchUnavailable
     from tests.service.conftest import write_phantom_series
 
-    jobs = JobService.from_settings(make_settings(tmp_path / "jobs", model_store, embedded_queue_max=1), start=False)
+    jobs = JobService.from_settings(
+        make_settings(tmp_path / "jobs", model_store, embedded_queue_max=1), make_dispatcher, start=False
+    )
     first = jobs.submit_series(ct_series.folder, owner="alice")  # waits: the pool is not started
     other = write_phantom_series(tmp_path / "other")
     with pytest.raises(DispatchUnavailable) as err:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from service.config import Settings
+from service.errors import ErrorCode
 from service.jobs.ingest import describe_paths
-from service.jobs.models import JobFailure, JobRecord, JobState, utc_now
+from service.jobs.models import JobRecord, JobState, utc_now
 from service.jobs.store import JobNotFound, JobStore
 from service.worker.runner import run_job
 
@@ -93,7 +94,7 @@ def test_retention_and_stall_cleanup(store):
     assert counts == {"deleted": 1, "stalled": 1, "staging": 1, "index": 0}
     assert not store.exists(old_done.id) and store.exists(recent_done.id)
     stalled = store.get(orphan.id)
-    assert stalled.state == JobState.FAILED and stalled.error.code == JobFailure.STALLED
+    assert stalled.state == JobState.FAILED and stalled.error.code == ErrorCode.STALLED
     assert not store.input_dir(orphan.id).exists()
     assert store.get(alive.id).state == JobState.RUNNING
     assert not abandoned.exists()
@@ -109,7 +110,7 @@ def test_runner_guards(store, tmp_path):
     assert store.get(busy.id).attempts == 0
     lost = _job(store, key="c", state=JobState.RUNNING, attempts=2)  # started twice, worker lost twice
     assert run_job(store, settings, lost.id) == JobState.FAILED
-    assert store.get(lost.id).error.code == JobFailure.WORKER_LOST
+    assert store.get(lost.id).error.code == ErrorCode.WORKER_LOST
     assert run_job(store, settings, uuid.uuid4().hex) is None  # deleted job
     broken = _job(store, key="d")  # the model store is empty: the job fails with the pipeline's code
     assert run_job(store, settings, broken.id) == JobState.FAILED

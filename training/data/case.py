@@ -14,6 +14,8 @@ class CaseData:
     spacing_mm_zyx: tuple[float, float, float]
     # ROI name -> bool mask (same grid); a gland that is not contoured for this patient is absent (not empty)
     masks: dict[str, np.ndarray]
+    # the clinical plan dose in Gy on the same grid, where the source provides one (OpenKBP dose.csv)
+    dose_gy_zyx: np.ndarray | None = None
 
     def has_all(self, names: tuple[str, ...]) -> bool:
         return all(n in self.masks and bool(self.masks[n].any()) for n in names)

@@ -156,6 +156,22 @@ def _choose_rtstruct(patient_dir: Path, headers: list[_StructHeader], ct: Volume
     return on_ct[0]
 
 
+def find_reference(patient_dir: Path, files: Sequence[Path], ct: Volume, synonyms: Synonyms) -> _StructHeader:
+    """The one RTSTRUCT among ``files`` with parotid ROIs on ``ct`` (``.path``; ``.glands``: gland -> ROI names);
+    InputError(BAD_TRAINING_DATA) says why there is none."""
+    rtstructs = _find_rtstructs(files)
+    if not rtstructs:
+        raise _bad(f"no RTSTRUCT (RT Structure Set Storage, {RTStructureSetStorage}) among {len(files)} files")
+    chosen = _choose_rtstruct(patient_dir, [_read_header(p, synonyms) for p in rtstructs], ct)
+    for gland, names in chosen.glands.items():
+        if len(names) > 1:
+            raise _bad(
+                f"{_rel(chosen.path, patient_dir)}: {gland} is ambiguous, ROIs {', '.join(map(repr, names))} all "
+                "match it; keep one (or narrow the synonym list)"
+            )
+    return chosen
+
+
 def read_patient(patient_dir: Path, synonyms: Synonyms = DEFAULT_SYNONYMS) -> CaseData:
     """One patient folder -> CaseData (canonical LPS); InputError(BAD_TRAINING_DATA) says why it is unusable."""
     files = list_input_files(patient_dir)
@@ -171,16 +187,7 @@ def read_patient(patient_dir: Path, synonyms: Synonyms = DEFAULT_SYNONYMS) -> Ca
             ErrorCode.MULTIPLE_SERIES: "several CT series",
         }.get(exc.code, "CT refused")
         raise _bad(f"{what} [{exc.code}]: {exc.message}") from None
-    rtstructs = _find_rtstructs(files)
-    if not rtstructs:
-        raise _bad(f"no RTSTRUCT (RT Structure Set Storage, {RTStructureSetStorage}) among {len(files)} files")
-    chosen = _choose_rtstruct(patient_dir, [_read_header(p, synonyms) for p in rtstructs], ct)
-    for gland, names in chosen.glands.items():
-        if len(names) > 1:
-            raise _bad(
-                f"{_rel(chosen.path, patient_dir)}: {gland} is ambiguous, ROIs {', '.join(map(repr, names))} all "
-                "match it; keep one (or narrow the synonym list)"
-            )
+    chosen = find_reference(patient_dir, files, ct, synonyms)
     wanted = [g for g in GLANDS if g in chosen.glands]
     try:
         masks = read_rtstruct_masks(chosen.path, ct, wanted, synonyms=synonyms)

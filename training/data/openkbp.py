@@ -1,10 +1,11 @@
 """Reader for the OpenKBP directory format (github.com/ababier/open-kbp, ``provided-data/<split>/pt_N/``).
 
-Per patient: ``ct.csv`` holds (flat index, value) pairs of a C-order (128, 128, 128) array of HU + 1000
-(absent = 0); ``LeftParotid.csv`` / ``RightParotid.csv`` list flat indices; ``voxel_dimensions.csv`` holds the
-three spacings along the array axes. Array axes (checked on the anatomy, see the sample README):
-i = anterior->posterior, j = patient's right->left, k = superior->inferior. ``to_canonical`` turns that into the
-canonical (z: inferior->superior, y: A->P, x: R->L) order shared with serving.
+Per patient: ``ct.csv`` holds (flat index, value) pairs of a C-order (128, 128, 128) array of HU + 1000 (absent =
+0); ``LeftParotid.csv`` / ``RightParotid.csv`` list flat indices; ``voxel_dimensions.csv`` holds the three spacings
+along the array axes; ``dose.csv`` (optional) holds (flat index, dose in Gy) pairs of the clinical plan dose on the
+same array, read into ``CaseData.dose_gy_zyx`` with the same transform. Array axes (checked on the anatomy, see the
+sample README): i = anterior->posterior, j = patient's right->left, k = superior->inferior. ``to_canonical`` turns
+that into the canonical (z: inferior->superior, y: A->P, x: R->L) order shared with serving.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def _read_sparse(path: Path, with_values: bool) -> tuple[np.ndarray, np.ndarray 
     return idx, vals
 
 
-def read_patient(pt_dir: Path) -> CaseData:
-    """Read one ``pt_N`` folder; raises InputError(BAD_TRAINING_DATA) naming the file when it is unusable."""
+def read_patient(pt_dir: Path, with_dose: bool = True) -> CaseData:
+    """Read one ``pt_N`` folder; raises InputError(BAD_TRAINING_DATA) naming the file when it is unusable.
+
+    ``with_dose``: also read ``dose.csv`` when present (training leaves it out: it does not use it)."""
     ct_path = pt_dir / "ct.csv"
     vox_path = pt_dir / "voxel_dimensions.csv"
     for p in (ct_path, vox_path):
@@ -70,10 +73,24 @@ def read_patient(pt_dir: Path) -> CaseData:
         m[midx] = True
         if m.any():
             masks[roi] = to_canonical(m.reshape(OPENKBP_SHAPE))
-    return CaseData(pt_dir.name, hu, spacing_to_canonical(spacing_ijk), masks)
+    dose = _read_dose(pt_dir / "dose.csv") if with_dose else None
+    return CaseData(pt_dir.name, hu, spacing_to_canonical(spacing_ijk), masks, dose)
 
 
-def iter_split(split_dir: Path, report: SkipReport | None = None) -> Iterator[CaseData]:
+def _read_dose(path: Path) -> np.ndarray | None:
+    """``dose.csv`` (flat index, dose in Gy; absent = 0) in the canonical order, or None without the file."""
+    if not path.is_file():
+        return None
+    idx, vals = _read_sparse(path, with_values=True)
+    assert vals is not None
+    if vals.size and (not np.all(np.isfinite(vals)) or vals.min() < 0):
+        raise InputError(ErrorCode.BAD_TRAINING_DATA, f"{path}: dose values must be finite and >= 0 Gy")
+    flat = np.zeros(int(np.prod(OPENKBP_SHAPE)), dtype=np.float32)
+    flat[idx] = vals
+    return to_canonical(flat.reshape(OPENKBP_SHAPE))
+
+
+def iter_split(split_dir: Path, report: SkipReport | None = None, *, with_dose: bool = False) -> Iterator[CaseData]:
     """Yield every readable patient of a split folder, recording unreadable ones in ``report``."""
     if not split_dir.is_dir():
         raise InputError(ErrorCode.BAD_TRAINING_DATA, f"{split_dir}: not a folder of OpenKBP patients")
@@ -85,7 +102,7 @@ def iter_split(split_dir: Path, report: SkipReport | None = None) -> Iterator[Ca
     pts = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
     for pt in pts:
         try:
-            yield read_patient(pt)
+            yield read_patient(pt, with_dose)
         except InputError as exc:
             if report is None:
                 raise

@@ -3,9 +3,10 @@
 The HTTP API and the DICOM listener both use it, so both get the same checks, idempotency, store and dispatcher::
 
     from service.config import Settings
-    from service.worker.service import JobService
+    from service.jobs.service import JobService
+    from service.worker.dispatcher import make_dispatcher
 
-    jobs = JobService.from_settings(Settings())          # embedded pool, or Celery when PAROTID_BROKER_URL is set
+    jobs = JobService.from_settings(Settings(), make_dispatcher)  # embedded pool, or Celery if PAROTID_BROKER_URL
     result = jobs.submit_series(folder_or_files, owner="dicom:SCANNER1", move=True)
     record = jobs.wait(result.job.id, timeout_s=600)      # or poll jobs.get_job(id)
     if record.state == "succeeded":
@@ -28,15 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.config import Settings
-from service.errors import InputError
+from service.errors import ErrorCode, InputError, ServiceError
+from service.jobs.dispatch import Dispatcher, DispatcherFactory, DispatchUnavailable
 from service.jobs.ingest import check_reference, check_series, describe_paths, idempotency_key, write_manifest
-from service.jobs.models import INPUT_DIR, REFERENCE_FILE, JobRecord, JobState
+from service.jobs.models import INPUT_DIR, PREVIEW_FILE, QA_FILE, REFERENCE_FILE, RTSTRUCT_FILE, JobRecord, JobState
 from service.jobs.store import JobNotFound, JobStore
 from service.model_bundle import resolve_bundle
 from service.pipeline.plan import Plan
 from service.pipeline.series_scan import list_input_files
-from service.worker.dispatcher import Dispatcher, DispatchUnavailable, make_dispatcher
-from service.worker.runner import output_files
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class JobService:
         self.dispatcher = dispatcher
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, start: bool = True) -> JobService:
+    def from_settings(cls, settings: Settings, make_dispatcher: DispatcherFactory, *, start: bool = True) -> JobService:
+        """The job store at ``settings.job_dir`` with the dispatcher ``make_dispatcher`` builds for it (the
+        composition roots pass ``service.worker.dispatcher.make_dispatcher``)."""
         store = JobStore(settings.job_dir).prepare()
         service = cls(settings, store, make_dispatcher(settings, store))
         if start:
@@ -73,7 +75,7 @@ class JobService:
         free = self.store.free_bytes()
         if free < self.settings.min_free_disk_bytes:
             raise DispatchUnavailable(
-                "INSUFFICIENT_STORAGE",
+                ErrorCode.INSUFFICIENT_STORAGE,
                 f"only {free // 2**20} MiB free for the job store (PAROTID_MIN_FREE_DISK_BYTES "
                 f"{self.settings.min_free_disk_bytes // 2**20} MiB); try again later",
                 retry_after_s=300,
@@ -143,9 +145,10 @@ class JobService:
                 dispatcher="celery" if self.settings.celery_mode else "embedded",
             )
             self.store.create_from_staging(staging, record)
-        except InputError as exc:  # the model store's location is not the client's business
+        except ServiceError as exc:  # the model store's location is not the client's business
             self.store.discard(staging)
-            raise InputError(exc.code, exc.message.replace(str(self.settings.model_store), "the model store")) from None
+            message = exc.message.replace(str(self.settings.model_store), "the model store")
+            raise type(exc)(exc.code, message) from None
         except BaseException:
             self.store.discard(staging)
             raise
@@ -193,3 +196,12 @@ class JobService:
         """Retention: delete finished jobs after PAROTID_RETENTION_S; fail stalled ones (see JobStore.cleanup)."""
         stall_s = self.settings.visibility_timeout_s + self.settings.hard_time_limit_s
         return self.store.cleanup(retention_s=self.settings.retention_s, stall_s=stall_s)
+
+
+def output_files(store: JobStore, job_id: str) -> dict[str, Path]:
+    """The output files of a succeeded job by kind (rtstruct, qa, preview)."""
+    return {
+        "rtstruct": store.output_path(job_id, RTSTRUCT_FILE),
+        "qa": store.output_path(job_id, QA_FILE),
+        "preview": store.output_path(job_id, PREVIEW_FILE),
+    }
