@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     # read where the network loads (service.runtimes.requested_runtime, inherited by every worker process);
     # declared here so that a wrong value is refused at start-up
     runtime: Literal["auto", "tensorflow", "openvino", "onnxruntime"] = Field(
-        default="auto", description="network runtime: auto = OpenVINO on a bundle with model.onnx, else TensorFlow"
+        default="auto",
+        description="network runtime (service.runtimes); openvino: same masks, well under half the memory",
     )
     retention_s: int = Field(default=7 * 86400, ge=60, description="delete jobs this long after they end")
     cleanup_interval_s: int = Field(default=300, ge=1, le=86400)

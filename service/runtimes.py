@@ -2,7 +2,8 @@
 export (``model.onnx``, written by ``training.onnx_export`` and listed in SHA256SUMS) on OpenVINO or ONNX Runtime.
 
 ``PAROTID_RUNTIME`` selects one: ``tensorflow``, ``openvino``, ``onnxruntime``, or ``auto`` (the default):
-``DEFAULT_CPU_RUNTIME`` when the bundle has a ``model.onnx`` and that runtime is installed, else TensorFlow.
+``DEFAULT_CPU_RUNTIME`` when the bundle has a ``model.onnx`` and that runtime is installed, else TensorFlow
+(``DEFAULT_CPU_RUNTIME`` is TensorFlow until a bench shows an optimized runtime faster).
 Every runtime gives the same ``PredictFn``: ``(1, z, y, x, 1)`` float32 -> ``(1, z, y, x, C)`` probabilities;
 equivalence with TensorFlow is tested (max probability difference, identical masks on sample patients) and the
 speed and memory of each are measured side by side by ``make bench``.
@@ -25,8 +26,11 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 
 RUNTIMES = ("tensorflow", "openvino", "onnxruntime")
 ONNX_FILE = "model.onnx"
-# adopted as the CPU default after `make bench` measured it against TensorFlow (docs/benchmarks.md)
-DEFAULT_CPU_RUNTIME = "openvino"
+# what ``auto`` serves an exported bundle with on the CPU. OpenVINO is adopted only if `make bench` measures it
+# faster than TensorFlow on the bench input: on 2026-12-02 (loaded machine) it was not (model stage 20.5 s vs
+# 20.0 s, 26.7 vs 25.5 s), while its peak memory was 0.98 GiB against 2.3 GiB (docs/benchmarks.md). Deployments
+# short of memory set PAROTID_RUNTIME=openvino.
+DEFAULT_CPU_RUNTIME = "tensorflow"
 _MODULES = {"tensorflow": "tensorflow", "openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 
