@@ -2,7 +2,8 @@
 lost, none runs to two outputs, and the system recovers by itself.
 
 Scenarios (``--only`` picks some): worker_sigkill_repeated, worker_sigkill_every_start, worker_host_lost,
-redis_restart, disk_watermark, listener_abort_mid_series, destination_down. Each runs against real processes
+redis_restart, disk_watermark, listener_abort_mid_series, destination_down, listener_storescu_killed (DCMTK
+storescu SIGKILLed mid-series), listener_idle_sockets (300 idle TCP connections). Each runs against real processes
 (``parotid-seg serve``/``worker``/``listen``, a private ``redis-server`` on a free loopback port with appendonly,
 DCMTK ``storescp`` as the planning system), is bounded in time, and cleans up after itself. The input is the
 benchmark's sample patient on a small grid (128 x 128 pixels of 3 mm, 5 mm slices) so that a job takes seconds;
@@ -27,6 +28,7 @@ from pathlib import Path
 from bench.bench import DEFAULT_OUT, choose_model, machine_info
 from bench.chaos_common import Ctx, Scenario
 from bench.chaos_edge import destination_down, disk_watermark, listener_abort
+from bench.chaos_hostile import idle_sockets, storescu_killed
 from bench.chaos_worker import poison_job, pool_child_sigkill, redis_restart, whole_worker_sigkill
 from bench.data import QUICK, resampled_volume
 from bench.report import update_doc
@@ -39,6 +41,8 @@ SCENARIOS = {
     "disk_watermark": disk_watermark,
     "listener_abort_mid_series": listener_abort,
     "destination_down": destination_down,
+    "listener_storescu_killed": storescu_killed,
+    "listener_idle_sockets": idle_sockets,
 }
 
 

@@ -14,6 +14,10 @@ from service.pipeline.stages import TIMED_STAGES, Stage
 STAGES = tuple(str(s) for s in TIMED_STAGES)
 
 
+_COLUMNS = tuple(k for k in STAGES if k != Stage.READ_REFERENCE)  # the benchmark series come without a reference
+_TITLES = {"load_model": "load model", "resample_back": "resample back", "rtstruct": "RTSTRUCT", "qa": "QA"}
+
+
 def spread(values: list[float]) -> dict:
     """median, min, max and n of ``values`` (empty -> {})."""
     if not values:
@@ -66,9 +70,10 @@ def markdown(result: dict) -> str:
         + ("" if model["real"] else f" ({model['note']})")
         + ".",
         "",
-        "| path | runs | latency s, median (min-max) | read | load model | preprocess | model | resample back "
-        "| postprocess | RTSTRUCT | preview | other | model / latency | peak RSS of the worker |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| path | runs | latency s, median (min-max) | "
+        + " | ".join(_TITLES.get(k, k.replace("_", " ")) for k in _COLUMNS)
+        + " | other | model / latency | peak RSS of the worker |",
+        "|" + " --- |" * (len(_COLUMNS) + 6),
     ]
     paths = [(k, t) for k, t in (("cli", "CLI `parotid-seg segment` (new process)"), ("embedded", "embedded service"))]
     rows = [(f"{k}:{rt}", f"{t}, {rt}") for k, t in paths for rt in result.get("runtimes", [])]
@@ -78,11 +83,7 @@ def markdown(result: dict) -> str:
             continue
         s = result[key]["summary"]
         st = s["stages_s"]
-        cells = [
-            _fmt(st.get(k, {}))
-            for k in STAGES
-            if k != Stage.READ_REFERENCE  # the benchmark series come without a reference
-        ]
+        cells = [_fmt(st.get(k, {})) for k in _COLUMNS]
         lines.append(
             f"| {title} | {s['latency_s']['n']} | {_fmt(s['latency_s'])} | "
             + " | ".join(cells)
@@ -94,7 +95,7 @@ def markdown(result: dict) -> str:
             cold = result[key]["cold"]
             lines.append(
                 f"| {key}: first job (model load {cold['stages_s'].get(Stage.LOAD_MODEL, 0):.1f} s) | 1 | "
-                f"{cold['latency_s']:.2f} | " + " | ".join("" for _ in range(11)) + " |"
+                f"{cold['latency_s']:.2f} | " + " | ".join("" for _ in range(len(_COLUMNS) + 3)) + " |"
             )
     lines += [
         "",

@@ -3,6 +3,7 @@
 #   dcmtk        storescu, storescp, echoscu, dcmdump    (real DICOM network peers, dumps)
 #   dicom3tools  dciodvfy                                (DICOM validator for the RTSTRUCT)
 #   plastimatch  plastimatch                             (independent RTSTRUCT rasterizer)
+#   chromium, chromium-driver  chromium, chromedriver    (headless browser: the commissioning report renders offline)
 # Runs `apt-get update` at most once, non-interactively; uses sudo when not root. Used by `make test` and .ci/run.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ declare -A PACKAGE_OF=(
   [storescu]=dcmtk [storescp]=dcmtk [echoscu]=dcmtk [dcmdump]=dcmtk
   [dciodvfy]=dicom3tools
   [plastimatch]=plastimatch
+  [chromium]=chromium [chromedriver]=chromium-driver
 )
 
 missing=()
@@ -17,7 +19,7 @@ for tool in "${!PACKAGE_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-debian-tools: dcmtk, dicom3tools and plastimatch already installed"
+  echo "install-debian-tools: dcmtk, dicom3tools, plastimatch and chromium already installed"
   exit 0
 fi
 mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -1,0 +1,3 @@
+from service.dicom_config import quiet_pydicom
+
+quiet_pydicom()

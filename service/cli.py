@@ -5,7 +5,8 @@ Subcommands: ``segment`` (the pipeline, no server), ``evaluate`` (commissioning 
 ``worker`` (Celery worker) and ``listen`` (DICOM listener). Each app lives in its own module exposing
 ``configure(parser)`` and ``run(args) -> int``, imported only when its subcommand runs.
 
-Exit status: 0 success; 2 rejected input, with one line ``error[CODE]: message`` on stderr and no output files.
+Exit status: 0 success; 2 rejected input, with one line ``error[CODE]: message`` on stderr and no output files;
+3 (``segment --fail-on-qa review|fail``) the outputs were written but the QA status is at least the one given.
 """
 
 from __future__ import annotations
@@ -14,13 +15,21 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.errors import ErrorCode, InputError, ServiceError
+
+if TYPE_CHECKING:
+    from service.pipeline.qa import QAReport
 
 APPS = {
     "serve": ("service.api.app_cli", "run the HTTP API (embedded worker pool unless PAROTID_BROKER_URL is set)"),
     "worker": ("service.worker.app_cli", "run a Celery worker (one process; the model is loaded lazily once)"),
     "listen": ("service.listener.app_cli", "run the DICOM listener (C-STORE SCP, C-ECHO) and send results back"),
+    "review-export": (
+        "service.review.export",
+        "export approved, corrected cases as NIfTI for make retrain FORMAT=nifti",
+    ),
 }
 
 
@@ -31,25 +40,83 @@ def _progress(stage: str, frac: float) -> None:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from service.pipeline.segment import segment_series
 
-    for p in (args.output, args.qa, args.preview):
+    if args.batch is not None:
+        from service.batch_segment import segment_batch
+
+        for flag in ("qa", "preview", "reference", "series_uid", "seg", "nifti", "uncertainty"):
+            if getattr(args, flag) is not None:
+                raise InputError(ErrorCode.BAD_REQUEST, f"--{flag.replace('_', '-')} is for one series, not --batch")
+        return segment_batch(
+            [Path(p) for p in args.ct_dir],
+            args.batch,
+            model=args.model,
+            store=args.model_store,
+            progress=None if args.quiet else _batch_progress,
+        )
+
+    for p in (args.output, args.qa, args.preview, args.seg, args.nifti, args.uncertainty):
         if p is not None and not p.parent.is_dir():
             raise InputError(ErrorCode.EMPTY_INPUT, f"{p.parent}: output folder does not exist")
-    qa = segment_series(
+    if args.seg is not None or args.nifti is not None:
+        qa = _segment_with_research_outputs(args)
+    else:
+        qa = segment_series(
+            [Path(p) for p in args.ct_dir],
+            rtstruct_path=args.output,
+            qa_path=args.qa,
+            preview_path=args.preview,
+            uncertainty_path=args.uncertainty,
+            model=args.model,
+            reference=args.reference,
+            series_uid=args.series_uid,
+            store=args.model_store,
+            progress=None if args.quiet else _progress,
+        )
+    summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
+    print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
+    for r in qa.reasons:
+        print(f"  {r.severity}: {r.message}", file=sys.stderr)
+    for n, g in qa.glands.items():
+        if g.quality is not None:
+            print(
+                f"  {n}: estimated Dice {g.quality.predicted_dice:.2f}, P(poor) {g.quality.p_poor:.2f} "
+                f"(review at >= {g.quality.review_threshold:.2f})",
+                file=sys.stderr,
+            )
+    rank = {"ok": 0, "review": 1, "fail": 2}
+    if args.fail_on_qa and rank[qa.status] >= rank[args.fail_on_qa]:
+        print(f"QA status {qa.status} meets --fail-on-qa {args.fail_on_qa}: exit 3", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
+    """RTSTRUCT (+ QA, preview) and a DICOM SEG and/or NIfTI masks from the same masks; on any error none stays."""
+    from service.exports import write_nifti_masks, write_seg
+    from service.pipeline.segment import run_segmentation, write_outputs
+
+    result = run_segmentation(
         [Path(p) for p in args.ct_dir],
-        rtstruct_path=args.output,
-        qa_path=args.qa,
-        preview_path=args.preview,
         model=args.model,
         reference=args.reference,
         series_uid=args.series_uid,
         store=args.model_store,
         progress=None if args.quiet else _progress,
     )
-    summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
-    print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
-    for r in qa.reasons:
-        print(f"  {r.severity}: {r.message}", file=sys.stderr)
-    return 0
+    masks = {name: g.mask_zyx for name, g in result.glands.items()}
+    ref = result.model.ref
+    written: list[Path] = []
+    try:
+        if args.seg is not None:
+            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version)
+            written.append(args.seg)
+        if args.nifti is not None:
+            written += write_nifti_masks(args.nifti, result.ct, masks)
+        return write_outputs(result, args.output, args.qa, args.preview, None, args.uncertainty)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -94,6 +161,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nifti_path(value: str) -> Path:
+    if not value.endswith(".nii.gz"):
+        raise argparse.ArgumentTypeError(f"{value}: the uncertainty map is NIfTI; use a name ending .nii.gz")
+    return Path(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from service.model_bundle import DEFAULT_STORE
 
@@ -101,11 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="model store folder")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG)")
+    seg = sub.add_parser(
+        "segment",
+        help="segment one CT series and write an RTSTRUCT (+ QA JSON, preview PNG), or every series (--batch)",
+    )
     seg.add_argument("ct_dir", nargs="+", help="folder(s) searched recursively, or DICOM files")
-    seg.add_argument("--output", type=Path, required=True, help="RTSTRUCT file to write")
+    out = seg.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", type=Path, help="RTSTRUCT file to write")
+    out.add_argument(
+        "--batch",
+        type=Path,
+        metavar="OUT_DIR",
+        help="segment every CT series under the inputs: OUT_DIR/series_NNN/{rtstruct.dcm,qa.json,preview.png} and "
+        "OUT_DIR/summary.csv; exit 0 all done, 3 some failed, 2 none",
+    )
     seg.add_argument("--qa", type=Path, help="QA JSON file to write")
+    seg.add_argument("--seg", type=Path, help="also write the masks as a DICOM SEG (research pipelines)")
+    seg.add_argument("--nifti", type=Path, metavar="PREFIX", help="also write PREFIX_<gland>.nii.gz masks")
     seg.add_argument("--preview", type=Path, help="preview PNG file to write")
+    seg.add_argument("--uncertainty", type=_nifti_path, help="uncertainty map to write (NIfTI, name ending .nii.gz)")
+    seg.add_argument(
+        "--fail-on-qa",
+        choices=["review", "fail"],
+        help="exit 3 (outputs still written) when the QA status is at least this",
+    )
     seg.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
     seg.add_argument("--reference", type=Path, help="reference RTSTRUCT: adds Dice/IoU/HD95/MSD to the QA")
     seg.add_argument("--series-uid", help="SeriesInstanceUID to use when the input holds several CT series")

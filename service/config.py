@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=7200, ge=10, description="Redis redelivery delay")
     max_redeliveries: int = Field(default=2, ge=0, le=10, description="starts after the first before a job fails")
     result_expires_s: int = Field(default=86400, ge=60)
+    memory_budget_mb: int = Field(
+        default=8192, ge=256, le=1 << 20, description="memory one job may need (budget.py); more: 413 TOO_LARGE"
+    )
     broker_timeout_s: float = Field(default=3.0, gt=0, le=60, description="connect/publish bound before 503")
 
     @field_validator("job_dir", "model_store")

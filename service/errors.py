@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     CORRUPT_FILE = "CORRUPT_FILE"
     MISSING_ATTRIBUTE = "MISSING_ATTRIBUTE"
     INVALID_ATTRIBUTE = "INVALID_ATTRIBUTE"
+    # hostile or broken senders (issue 16)
+    INFLATED_TOO_LARGE = "INFLATED_TOO_LARGE"
+    IMPLAUSIBLE_GEOMETRY = "IMPLAUSIBLE_GEOMETRY"
     INCONSISTENT_GEOMETRY = "INCONSISTENT_GEOMETRY"
     DUPLICATE_POSITION = "DUPLICATE_POSITION"
     NONUNIFORM_SPACING = "NONUNIFORM_SPACING"
@@ -70,6 +73,14 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     JOB_NOT_SUCCEEDED = "JOB_NOT_SUCCEEDED"
     OUTPUT_NOT_FOUND = "OUTPUT_NOT_FOUND"
+    # the review workstation (service.review)
+    REVIEW_NOT_AVAILABLE = "REVIEW_NOT_AVAILABLE"
+    REVISION_NOT_FOUND = "REVISION_NOT_FOUND"
+    REVISION_STALE = "REVISION_STALE"
+    REVIEW_DECIDED = "REVIEW_DECIDED"
+    UNKNOWN_STRUCTURE = "UNKNOWN_STRUCTURE"
+    BAD_LABEL = "BAD_LABEL"
+    NO_CHANGE = "NO_CHANGE"
     # the installation
     MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
     MODEL_INTEGRITY = "MODEL_INTEGRITY"
@@ -141,7 +152,11 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     C.GANTRY_TILT: _spec(_I, 422, "a tilted gantry (slices sheared along the normal)"),
     C.OBLIQUE_ORIENTATION: _spec(_I, 422, "an orientation that is not axial"),
     C.TOO_FEW_SLICES: _spec(_I, 422, "fewer slices than the model's plan needs"),
-    C.TOO_LARGE: _spec(_I, 413, "a volume larger than the service processes"),
+    C.TOO_LARGE: _spec(_I, 413, "a series needing more memory than PAROTID_MEMORY_BUDGET_MB (from its headers)"),
+    C.INFLATED_TOO_LARGE: _spec(
+        _I, 413, "a deflated data set inflating beyond 64 MiB (measured before parsing)", DICOM_OUT_OF_RESOURCES
+    ),
+    C.IMPLAUSIBLE_GEOMETRY: _spec(_I, 422, "pixel/slice spacing, field of view or position that no CT has"),
     C.UNSUPPORTED_TRANSFER_SYNTAX: _spec(_I, 422, "pixel data in a transfer syntax the pipeline does not decode"),
     C.PIXEL_DATA_ERROR: _spec(_I, 422, "pixel data that cannot be decoded or is truncated", DICOM_DATASET_MISMATCH),
     C.MULTIFRAME_NOT_SUPPORTED: _spec(_I, 422, "a multi-frame CT image"),
@@ -160,6 +175,13 @@ CATALOGUE: dict[ErrorCode, ErrorSpec] = {
     C.JOB_NOT_FOUND: _spec(_I, 404, "no such job for this API key (unknown, deleted, or another owner's)"),
     C.JOB_NOT_SUCCEEDED: _spec(_I, 409, "outputs asked of a job that has not succeeded"),
     C.OUTPUT_NOT_FOUND: _spec(_X, 404, "a succeeded job without the output file"),
+    C.REVIEW_NOT_AVAILABLE: _spec(_I, 404, "a job without review data (not succeeded, or its review cache failed)"),
+    C.REVISION_NOT_FOUND: _spec(_I, 404, "no revision of that number for this job"),
+    C.REVISION_STALE: _spec(_I, 409, "a revision or decision on a revision that is no longer the latest; reload"),
+    C.REVIEW_DECIDED: _spec(_I, 409, "a job already approved or rejected (a decision is final)"),
+    C.UNKNOWN_STRUCTURE: _spec(_I, 422, "a structure name that is not in this result"),
+    C.BAD_LABEL: _spec(_I, 422, "a corrected mask with label values that name no structure"),
+    C.NO_CHANGE: _spec(_I, 422, "a corrected mask equal to the revision it edits"),
     C.MODEL_NOT_FOUND: _spec(_E, 422, "no model bundle of that name/version (or none at all) in the model store"),
     C.MODEL_INTEGRITY: _spec(_E, 503, "a model bundle file missing or not matching SHA256SUMS"),
     C.CONFIG: _spec(_E, None, "a setting is missing, invalid or unsafe (the message names it)"),

@@ -7,6 +7,7 @@ OpenKBP sample patients with their real clinical dose, written as CT + RTSTRUCT 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from service.cli import main
 from tests.bundle_factory import build_oracle_bundle, oracle_phantom
 from tests.commission_factory import write_patient
+from tests.conftest import require_tool
 
 SPACING = (2.5, 4.0, 4.0)  # the default plan's grid: no resampling, so the oracle's contours are the blocks exactly
 
@@ -91,3 +93,103 @@ def _csv(path: Path) -> list[dict]:
 
     with path.open() as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def constructed_report(oracle_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("constructed")
+    data = _constructed_cohort(root / "data")
+    out = root / "report"
+    assert main(["--model-store", str(oracle_store), "evaluate", str(data), "--output", str(out), "--quiet"]) == 0
+    return data, out
+
+
+def test_a_second_run_resumes_and_retries_only_the_failed_patient(
+    constructed_report, oracle_store: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data, out = constructed_report
+    kept = {p: (out / "patients" / f"{p}.json").stat().st_mtime_ns for p in ("p1", "p2")}
+    before = json.loads((out / "summary.json").read_text())
+    assert main(["--model-store", str(oracle_store), "evaluate", str(data), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "[1/3] p1: kept from an earlier run" in err and "[2/3] p2: kept from an earlier run" in err
+    assert "[3/3] p3: FAILED error[BAD_REFERENCE]" in err  # retried, fails again
+    assert {p: (out / "patients" / f"{p}.json").stat().st_mtime_ns for p in ("p1", "p2")} == kept
+    after = json.loads((out / "summary.json").read_text())
+    assert after["per_gland"] == before["per_gland"] and after["verdict"] == before["verdict"]
+    # defaults: 20 patients needed, no failure allowed
+    failing = {c["criterion"] for c in after["verdict"]["checks"] if c["result"] == "fail"}
+    assert {"min_patients", "max_failed_patients"} <= failing
+
+
+def test_the_report_renders_offline_in_headless_chromium(constructed_report, tmp_path: Path) -> None:
+    chromium = require_tool("chromium", "scripts/install-browser-tools.sh")
+    _, out = constructed_report
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "Content-Security-Policy" in page
+    n_images = page.count("<img ")
+    assert n_images == 2 + 4  # Bland-Altman volume and mean dose; 2 glands x 2 patients
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000", "--dump-dom",
+         (out / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f'data-images-loaded="{n_images}"' in proc.stdout  # every embedded figure decoded, nothing fetched
+    assert "Acceptance verdict" in proc.stdout and "FAIL" in proc.stdout
+
+
+def test_refusals_before_any_work(oracle_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "p1").mkdir()
+    inside = oracle_store / "oracle" / "report"
+    assert main(["--model-store", str(oracle_store), "evaluate", str(data), "--output", str(inside)]) == 2
+    assert "error[BAD_OUTPUT_DIR]" in capsys.readouterr().err and not inside.exists()
+    bad = tmp_path / "tol.json"
+    for text, needle in (('{"median_dice": 0.8}', "unknown criteria"), ('{"median_dice_min": "high"}', "number")):
+        bad.write_text(text)
+        args = ["--model-store", str(oracle_store), "evaluate", str(data), "--output", str(tmp_path / "r")]
+        assert main([*args, "--tolerances", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "error[BAD_TOLERANCES]" in err and str(bad) in err and needle in err
+    assert not (tmp_path / "r").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--model-store", str(oracle_store), "evaluate", str(empty), "--output", str(tmp_path / "r")]) == 2
+    assert "error[EMPTY_INPUT]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sample_patients_with_their_clinical_dose_and_the_shipped_model(tmp_path: Path) -> None:
+    """Real anatomy and real plan doses: OpenKBP samples written as CT + RTSTRUCT + RTDOSE, the promoted bundle."""
+    from tests.conftest import SAMPLE_DIR, load_sample_canonical, require_samples
+    from tests.dicom_factory import openkbp_to_canonical
+    from tests.pipeline._rtstruct_helpers import run_dciodvfy
+
+    require_samples()
+    require_tool("dciodvfy")
+    data = tmp_path / "data"
+    expected = {}
+    for patient in ("pt_201", "pt_204"):
+        hu, spacing, left, right = load_sample_canonical(patient)
+        dose = openkbp_to_canonical(np.load(SAMPLE_DIR / f"{patient}.npz")["dose_gy"])
+        nz, ny, nx = hu.shape
+        origin = (-(nx - 1) * spacing[2] / 2, -(ny - 1) * spacing[1] / 2, -300.0)
+        write_patient(data / patient, hu, spacing, origin, {"Parotid_L": left, "Parotid_R": right}, dose)
+        expected[patient] = {"Parotid_L": float(dose[left].mean()), "Parotid_R": float(dose[right].mean())}
+        for obj in ("RS.dcm", "RD.dcm"):
+            rc, errors, _ = run_dciodvfy(data / patient / obj)
+            assert errors == [], (obj, errors)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(data), "--output", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_patients"] == 2 and summary["failed"] == {}
+    for r in _csv(out / "per_patient.csv"):
+        # the reference read back from the RTSTRUCT (rasterised again) gets the clinical contour's mean dose
+        assert float(r["mean_dose_ref_gy"]) == pytest.approx(expected[r["patient"]][r["gland"]], abs=0.5)
+        assert 0 < float(r["mean_dose_pred_gy"]) < 80 and float(r["dice"]) > 0.5
+    assert summary["cohort"]["mean_dose"]["abs_diff_gy"]["n"] == 4
+    assert (out / "report.html").stat().st_size > 10_000

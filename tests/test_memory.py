@@ -2,9 +2,10 @@
 on a smaller input than the bench's (48 slices of 512 x 512 pixels, see ``wide_slab``), per network runtime; the
 child's peak RSS (ru_maxrss from ``os.wait4``) must stay below the runtime's bound.
 
-Measured on 2 cores: OpenVINO 0.37 GiB, TensorFlow 0.90 GiB. The whole-grid resampling and postprocessing this
-replaced allocated about 0.45 GiB more on this input (tracemalloc: 492 MiB against 50 MiB), which either bound
-catches; the bench reports the peak per path and input size (docs/benchmarks.md)."""
+Measured on 2 cores: OpenVINO 0.71 GiB, TensorFlow 1.26 GiB. Before the QA's perturbation signals (which hold the
+class probabilities and an uncertainty map on the whole CT grid) they were 0.37 / 0.90 GiB: the QA signals are the
+next place to move into the glands' boxes (``service/pipeline/gland_boxes.py``). The bench reports the peak per
+path and input size (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from service.runtimes import ONNX_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 GiB = 1024**3
-PEAK_RSS_BOUND = {"openvino": 0.6 * GiB, "tensorflow": 1.25 * GiB}
+PEAK_RSS_BOUND = {"openvino": 1.0 * GiB, "tensorflow": 1.75 * GiB}
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,7 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         "## Known limitations",
         *limitation_lines(data),
         "",
+        *_qa_lines(metrics.get("qa_calibration")),
     ]
     (bundle / "MODEL_CARD.md").write_text("\n".join(lines))
 
@@ -127,4 +128,43 @@ def _fine_tune_lines(tr: dict, data: dict | None = None) -> list[str]:
             f"fatty-gland simulation (gland darkened by {-hi:.0f}-{-lo:.0f} HU) with probability "
             f"{aug.get('p_fatty', 0)} per gland."
         )
+    return lines
+
+
+def _qa_lines(qa: dict | None) -> list[str]:
+    """The QA calibration (``training.calibrate_qa``): how well `review` predicts a poor gland."""
+    if not qa:
+        return ["## QA calibration", "Not calibrated (run `python -m training.calibrate_qa`).", ""]
+    nested = qa.get("nested_selection") or {}
+    lines = [
+        "## QA calibration (qa_calibration.json)",
+        f"Fitted with `python -m training.calibrate_qa` on {qa['n_patients']} `validation-pats` patients "
+        f"({qa['n_glands']} glands, {qa['n_poor']} poor: {qa['poor_definition']}); {qa['cv']}. Population "
+        f"statistics: {qa['population']}. Test-time perturbation members: identity, left-right mirror, "
+        f"{', '.join(qa['perturbations']) or 'none'}.",
+        "",
+        f"- Quality model features: {', '.join(qa['features_final'])}; cross-validated AUROC for a poor gland "
+        f"{_fmt(qa['auroc'])} (95 % patient bootstrap {_fmt(qa['auroc_ci95'][0])}-{_fmt(qa['auroc_ci95'][1])}).",
+    ]
+    if nested:
+        lines.append(
+            f"- With the feature selection nested in the cross-validation (the unbiased estimate; the fixed features "
+            f"were chosen on these patients): AUROC {_fmt(nested['auroc'])} "
+            f"({_fmt(nested['auroc_ci95'][0])}-{_fmt(nested['auroc_ci95'][1])})."
+        )
+    lines += [
+        f"- Operating point P(poor) >= {_fmt(qa['review_threshold'])}: sensitivity {_fmt(qa['model_sensitivity'], 2)},"
+        f" specificity {_fmt(qa['model_specificity'], 2)}. The service's whole `review` verdict (model + rules): "
+        f"sensitivity {_fmt(qa['verdict_sensitivity'], 2)}, specificity {_fmt(qa['verdict_specificity'], 2)}.",
+        f"- Predicted Dice: mean absolute error {_fmt(qa['predicted_dice_mae'])} out of fold.",
+        "- The goal (AUROC >= 0.85; >= 80 % of poor glands caught while flagging <= 25 % of good ones) is "
+        + (
+            "met."
+            if qa["auroc"] >= 0.85 and qa["verdict_specificity"] >= 0.75
+            else "NOT met: the signals available "
+            "(perturbation disagreement, probability structure, plausibility against the population, input sanity) "
+            "separate poor from good glands only weakly on this data; `review` is a broad net, not a triage."
+        ),
+        "",
+    ]
     return lines

@@ -11,12 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.api import routes_jobs, routes_system
+from service.api import routes_jobs, routes_review, routes_system, routes_ui
 from service.api.errors import install_error_handlers
 from service.api.metrics import ApiMetrics
 from service.api.routes_system import ModelCheck
 from service.config import ConfigError, Settings
 from service.jobs.service import JobService
+from service.review.audit import ReviewAudit
+from service.review.settings import ReviewSettings
 from service.worker.dispatcher import make_dispatcher
 
 log = logging.getLogger(__name__)
@@ -80,4 +82,8 @@ def create_app(settings: Settings, jobs: JobService | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_system.router)
+    app.include_router(routes_review.router)
+    app.state.review_settings = ReviewSettings()
+    app.state.review_audit = ReviewAudit(job_service.store.root / "audit" / "review.jsonl")
+    routes_ui.install(app)
     return app

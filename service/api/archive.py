@@ -4,20 +4,26 @@ Refused before anything is extracted: entries with an absolute path (``/x``, ``\
 component and symbolic links (UNSAFE_ARCHIVE), encrypted or unreadable archives (BAD_ARCHIVE), more entries than
 allowed (TOO_MANY_FILES), a declared uncompressed size over the byte limit (UPLOAD_TOO_LARGE), and zip bombs: an
 entry (of at least 64 KiB) or the whole archive expanding more than ``max_ratio`` times (UNSAFE_ARCHIVE).
-Extraction then counts the bytes actually produced, never trusting the declared sizes. Entry names are never used
-as paths: files are written as ``<prefix><n>.dcm`` and the names kept for messages only.
+Before the central directory is parsed, its record count (files and folders) and size are bounded from the end
+of central directory record, and entries whose bytes overlap are refused (``zip_guard``). Extraction then counts
+the bytes actually produced, never trusting the declared sizes, and re-checks the free disk space as it writes
+(503 INSUFFICIENT_STORAGE below ``min_free_bytes``). Entry names are never used as paths: files are written as
+``<prefix><n>.dcm`` and the names kept for messages only.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from service.api.zip_guard import check_directory, check_no_overlap
 from service.errors import ErrorCode, InputError
+from service.jobs.dispatch import DispatchUnavailable
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 RATIO_MIN_ENTRY_BYTES = 64 * 1024
@@ -31,6 +37,7 @@ class ExtractBudget:
     bytes_left: int
     files_left: int
     max_ratio: float
+    min_free_bytes: int = 0  # free disk space extraction must leave
 
 
 def is_zip(path: Path) -> bool:
@@ -56,9 +63,10 @@ def _check_entries(archive: str, infos: list[zipfile.ZipInfo], budget: ExtractBu
             raise InputError(ErrorCode.BAD_ARCHIVE, f"{archive}: entry {info.filename!r} is encrypted")
         if not info.is_dir():
             files.append(info)
-    if len(files) > budget.files_left:
+    if len(infos) > budget.files_left:  # every record counts, folders too
         raise InputError(
-            ErrorCode.TOO_MANY_FILES, f"{archive}: {len(files)} files, more than the {budget.files_left} still allowed"
+            ErrorCode.TOO_MANY_FILES,
+            f"{archive}: {len(infos)} entries (files and folders), more than the {budget.files_left} still allowed",
         )
     total = sum(i.file_size for i in files)
     if total > budget.bytes_left:
@@ -83,14 +91,31 @@ def _check_entries(archive: str, infos: list[zipfile.ZipInfo], budget: ExtractBu
     return files
 
 
+def _check_free_disk(dest_dir: Path, incoming: int, min_free_bytes: int) -> None:
+    if min_free_bytes <= 0:
+        return
+    free = shutil.disk_usage(dest_dir).free
+    if free - incoming < min_free_bytes:
+        raise DispatchUnavailable(
+            ErrorCode.INSUFFICIENT_STORAGE,
+            f"the disk filled up while the archive was extracted ({free // 2**20} MiB free, "
+            f"PAROTID_MIN_FREE_DISK_BYTES {min_free_bytes // 2**20} MiB); try again later",
+            retry_after_s=300,
+        )
+
+
 def extract_zip(
     zip_path: Path, archive_name: str, dest_dir: Path, prefix: str, budget: ExtractBudget
 ) -> dict[str, str]:
     """Extract into ``dest_dir`` as ``<prefix><n>.dcm``; returns ``{file name: 'archive:entry'}``; updates budget."""
     out: dict[str, str] = {}
     try:
+        with open(zip_path, "rb") as raw:
+            check_directory(raw, archive_name, budget.files_left)
         with zipfile.ZipFile(zip_path) as zf:
             files = _check_entries(archive_name, zf.infolist(), budget)
+            with open(zip_path, "rb") as raw:
+                check_no_overlap(raw, archive_name, zf.infolist())
             for n, info in enumerate(files, 1):
                 name = f"{prefix}{n:06d}.dcm"
                 limit = min(info.file_size, budget.bytes_left)
@@ -103,11 +128,12 @@ def extract_zip(
                                 ErrorCode.UNSAFE_ARCHIVE,
                                 f"{archive_name}: entry {info.filename!r} expands beyond its declared size",
                             )
+                        _check_free_disk(dest_dir, len(chunk), budget.min_free_bytes)
                         dst.write(chunk)
                 budget.bytes_left -= written
                 budget.files_left -= 1
                 out[name] = f"{archive_name}:{info.filename}"
-    except InputError:
+    except (InputError, DispatchUnavailable):
         raise
     except (
         zipfile.BadZipFile,

@@ -86,7 +86,12 @@ async def submit_job(
         jobs.check_capacity()
         staging = jobs.store.new_staging()
         try:
-            limits = UploadLimits(settings.max_upload_bytes, settings.max_upload_files, settings.zip_max_ratio)
+            limits = UploadLimits(
+                settings.max_upload_bytes,
+                settings.max_upload_files,
+                settings.zip_max_ratio,
+                settings.min_free_disk_bytes,
+            )
             upload = await receive_upload(request, staging, limits)
         except BaseException:
             jobs.store.discard(staging)
@@ -162,6 +167,17 @@ def get_rtstruct(job_id: str, owner: str = Depends(require_owner), jobs: JobServ
 def get_qa(job_id: str, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)):
     _, path = _output(jobs, owner, job_id, "qa")
     return FileResponse(path, media_type="application/json")
+
+
+@router.get(
+    "/{job_id}/uncertainty.nii.gz",
+    summary="The QA's uncertainty map on the CT grid (NIfTI, float32 in [0, 1])",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}}, **ERROR_RESPONSES},
+)
+def get_uncertainty(job_id: str, owner: str = Depends(require_owner), jobs: JobService = Depends(get_jobs)):
+    _, path = _output(jobs, owner, job_id, "uncertainty")
+    return FileResponse(path, media_type="application/gzip", filename=f"uncertainty_{job_id}.nii.gz")
 
 
 @router.get(

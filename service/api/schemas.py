@@ -28,6 +28,15 @@ class JobLinks(BaseModel):
     rtstruct: str
     qa: str
     preview: str
+    uncertainty: str
+
+
+class GlandQualityResponse(BaseModel):
+    status: Literal["ok", "review", "fail"] = Field(description="this gland's own QA status")
+    p_poor: float | None = Field(description="estimated probability of a poor contour (null: bundle not calibrated)")
+    predicted_dice: float | None
+    review_threshold: float | None
+    flags: list[str] = Field(description="codes of the QA flags raised for this gland (details in the QA JSON)")
 
 
 class JobResponse(BaseModel):
@@ -47,6 +56,9 @@ class JobResponse(BaseModel):
     attempts: int = Field(description="times a worker started the job (more than 1 after a redelivery)")
     error: ErrorDetail | None
     qa_status: Literal["ok", "review", "fail"] | None = Field(description="set when the job succeeded")
+    qa_glands: dict[str, GlandQualityResponse] = Field(
+        default_factory=dict, description="per gland QA status and quality estimate, set when the job succeeded"
+    )
     existing: bool = Field(False, description="POST only: true when this series and model were submitted before")
     links: JobLinks
 
@@ -71,9 +83,26 @@ class JobResponse(BaseModel):
             attempts=record.attempts,
             error=error,
             qa_status=qa_status,  # type: ignore[arg-type]
+            qa_glands=_gland_quality(record.qa_glands),
             existing=existing,
-            links=JobLinks(self=base, rtstruct=f"{base}/rtstruct", qa=f"{base}/qa", preview=f"{base}/preview.png"),
+            links=JobLinks(
+                self=base,
+                rtstruct=f"{base}/rtstruct",
+                qa=f"{base}/qa",
+                preview=f"{base}/preview.png",
+                uncertainty=f"{base}/uncertainty.nii.gz",
+            ),
         )
+
+
+def _gland_quality(raw: dict[str, dict]) -> dict[str, GlandQualityResponse]:
+    out = {}
+    for name, q in raw.items():
+        try:
+            out[name] = GlandQualityResponse.model_validate(q)
+        except ValueError:
+            continue  # a record written by another version: leave the gland out rather than fail the response
+    return out
 
 
 class JobListResponse(BaseModel):

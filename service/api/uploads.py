@@ -33,11 +33,15 @@ TEXT_FIELDS: dict[str, tuple[str, int]] = {
 TEXT_MAX_BYTES = 128
 
 
+MAX_BOUNDARY_CHARS = 256
+
+
 @dataclass
 class UploadLimits:
     max_bytes: int
     max_files: int
     zip_max_ratio: float
+    min_free_bytes: int = 0  # free disk space zip extraction must leave (PAROTID_MIN_FREE_DISK_BYTES)
 
 
 @dataclass
@@ -190,8 +194,15 @@ async def receive_upload(request: Request, staging: Path, limits: UploadLimits) 
         raise InputError(
             ErrorCode.UPLOAD_TOO_LARGE, f"Content-Length {declared} exceeds the limit of {limits.max_bytes} bytes"
         )
+    boundary = params[b"boundary"]
+    if len(boundary) > MAX_BOUNDARY_CHARS:  # RFC 2046: 1-70 characters; python-multipart fails on long ones
+        raise _bad(f"the multipart boundary has {len(boundary)} characters (at most {MAX_BOUNDARY_CHARS})")
     receiver = _Receiver(staging, limits)
-    parser = MultipartParser(params[b"boundary"], receiver.callbacks(), max_header_size=4096)  # type: ignore[arg-type]
+    try:
+        parser = MultipartParser(boundary, receiver.callbacks(), max_header_size=4096)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - whatever the parser refuses in the header is a bad request
+        receiver.close()
+        raise _bad(f"malformed multipart boundary ({type(exc).__name__})") from None
     received = 0
     try:
         async for chunk in request.stream():
@@ -216,6 +227,7 @@ async def receive_upload(request: Request, staging: Path, limits: UploadLimits) 
         limits.max_bytes - receiver.bytes_in_files,
         limits.max_files - (receiver.result.n_files - len(receiver.archives)),
         limits.zip_max_ratio,
+        limits.min_free_bytes,
     )
     for n, (path, label) in enumerate(receiver.archives, 1):
         size = path.stat().st_size

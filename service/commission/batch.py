@@ -17,15 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from service.errors import ErrorCode, InputError, ServiceError
+from service.fileio import default_file_mode, write_atomic
 from service.model_bundle import resolve_bundle
 
 RESULT_VERSION = 1
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, data, mode=default_file_mode())
 
 
 def _check_output(output: Path, store: Path) -> None:
@@ -87,8 +86,8 @@ def run_commissioning(
     from service.commission.plots import bland_altman_png
     from service.commission.report import build_summary, load_tolerances, write_csv, write_json
     from service.pipeline.rtstruct import _package_version
+    from service.pipeline.rtstruct_find import SYNONYMS_FILE, load_synonyms
     from service.pipeline.rtstruct_read import DEFAULT_SYNONYMS
-    from training.data.dicom_rtstruct import SYNONYMS_FILE, load_synonyms
 
     data_dir, output = Path(data_dir), Path(output)
     tol = load_tolerances(tolerances)  # refuse a bad tolerance file before any work

@@ -11,7 +11,8 @@ from pathlib import Path
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 STYLE = """
 body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:0.6em 0 1.4em}td,th{border:1px solid #bbb;padding:3px 7px;font-size:13px}
+table{border-collapse:collapse;margin:0.6em 0 1.4em;display:block;overflow-x:auto}
+td,th{border:1px solid #bbb;padding:3px 7px;font-size:13px}
 th{background:#eee}.pass{color:#0a6e0a;font-weight:bold}.fail{color:#b00;font-weight:bold}
 .incomplete,.not{color:#a60;font-weight:bold}.verdict{font-size:1.4em;padding:0.4em 0.8em;border:2px solid #888;
 display:inline-block}figure{display:inline-block;margin:0.4em}figcaption{font-size:12px}
@@ -108,6 +109,6 @@ def render(summary: dict, rows: list[dict], figures: dict[str, bytes], overlays:
 
 
 def write_html(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from service.fileio import default_file_mode, write_atomic
+
+    write_atomic(path, text.encode("utf-8"), mode=default_file_mode())

@@ -1,7 +1,7 @@
 """One commissioning patient: segment its CT, compare with its reference RTSTRUCT (and dose, when an RTDOSE is there).
 
 A patient is a folder holding one CT series, one RTSTRUCT with the reference parotids (ROI names matched through
-the synonym list, as for training: ``training.data.dicom_rtstruct.find_reference``) and optionally one RTDOSE
+the synonym list, as for training: ``service.pipeline.rtstruct_find.find_reference``) and optionally one RTDOSE
 (RT Dose Storage, Gy, on the CT's Frame of Reference), under any file names. The automatic contours come from the
 service's own pipeline (``run_segmentation``: the same code path as every adapter).
 """
@@ -35,7 +35,7 @@ class PatientResult:
 
 def find_dose(patient_dir: Path, files: Sequence[Path]) -> Path | None:
     """The patient's RTDOSE file, None if there is none; InputError(BAD_DOSE) when there are several."""
-    from training.data.dicom_rtstruct import _sop_class
+    from service.pipeline.rtstruct_find import sop_class as _sop_class
 
     doses = [p for p in files if _safe_sop_class(_sop_class, p) == RTDoseStorage]
     if len(doses) > 1:
@@ -55,8 +55,8 @@ def evaluate_patient(
     patient_dir: Path, *, model: str | None, store: Path, synonyms: Mapping[str, Sequence[str]]
 ) -> PatientResult:
     """Segment, read the reference (and dose), and measure every gland; InputError says why a patient is unusable."""
-    from training.data.dicom_rtstruct import find_reference
-    from training.evaluate_report import gland_metrics
+    from service.pipeline.metrics_report import gland_metrics
+    from service.pipeline.rtstruct_find import find_reference
 
     files = list_input_files(patient_dir)
     if not files:
@@ -75,7 +75,7 @@ def evaluate_patient(
     auto = {g: m.mask_zyx for g, m in result.glands.items()}
     rows = []
     for gland, ref in reference.items():
-        row = {"patient": patient_dir.name, "gland": gland}
+        row: dict[str, object] = {"patient": patient_dir.name, "gland": gland}
         row.update(gland_metrics(auto[gland], ref, ct.spacing_mm_zyx, gland, dose))
         row["slice_thickness_mm"] = float(ct.spacing_mm_zyx[0])
         row["ref_mean_hu"] = float(ct.array_zyx[ref].mean())

@@ -16,6 +16,7 @@ fails but one could not be evaluated.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import ErrorCode, InputError
-from training.evaluate_report import DOSE_FIELDS, HD95_DEFINITION, ROW_FIELDS, SIZE_BANDS_CC, cohort_summary
+from service.fileio import default_file_mode, write_atomic
+from service.pipeline.metrics_report import DOSE_FIELDS, HD95_DEFINITION, ROW_FIELDS, SIZE_BANDS_CC, cohort_summary
 
 DEFAULT_TOLERANCES: dict[str, float | None] = {
     "min_patients": 20,
@@ -173,13 +175,12 @@ def _cell(v: object) -> object:
 
 def write_csv(rows: list[dict], path: Path) -> None:
     fields = [*CSV_FIELDS, *(DOSE_FIELDS if any("mean_dose_ref_gy" in r for r in rows) else ()), "qa_status"]
-    tmp = path.with_name(f".{path.name}.partial")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, restval="", extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _cell(v) for k, v in r.items()})
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields, restval="", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _cell(v) for k, v in r.items()})
+    write_atomic(path, buf.getvalue().encode(), mode=default_file_mode())
 
 
 def write_json(summary: dict, path: Path) -> None:
@@ -192,6 +193,4 @@ def write_json(summary: dict, path: Path) -> None:
             return [clean(v) for v in x]
         return x
 
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(clean(summary), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, (json.dumps(clean(summary), indent=2) + "\n").encode(), mode=default_file_mode())

@@ -20,6 +20,7 @@ from pydicom.uid import RTStructureSetStorage
 
 from service.errors import ErrorCode, InputError
 from service.jobs.models import MANIFEST_FILE
+from service.pipeline.inflate import check_deflated_path
 from service.pipeline.series import check_series_headers
 from service.pipeline.series_scan import CtFile, tag_label
 
@@ -46,9 +47,23 @@ def _pixel_bytes_digest(f: CtFile) -> bytes:
     return h.digest()
 
 
-def check_series(inputs: Path | list[Path], *, series_uid: str | None, min_slices: int) -> SeriesCheck:
-    """Find, validate (headers and geometry) and fingerprint the CT series; raises InputError like load_series."""
-    uid, files, layout, _ = check_series_headers(inputs, series_uid=series_uid, min_slices=min_slices)
+def check_series(
+    inputs: Path | list[Path],
+    *,
+    series_uid: str | None,
+    min_slices: int,
+    model_spacing_mm_zyx: tuple[float, float, float] | None = None,
+    memory_budget: int | None = None,
+) -> SeriesCheck:
+    """Find, validate (headers, geometry, memory budget) and fingerprint the CT series; raises InputError like
+    load_series."""
+    uid, files, layout, _ = check_series_headers(
+        inputs,
+        series_uid=series_uid,
+        min_slices=min_slices,
+        model_spacing_mm_zyx=model_spacing_mm_zyx,
+        memory_budget=memory_budget,
+    )
     h = hashlib.sha256()
     for idx in layout.order:
         h.update(_pixel_bytes_digest(files[idx]))
@@ -58,6 +73,7 @@ def check_series(inputs: Path | list[Path], *, series_uid: str | None, min_slice
 def check_reference(path: Path) -> str:
     """A reference must be an RT Structure Set: (0008,0016) SOP Class UID 1.2.840.10008.5.1.4.1.1.481.3.
     Returns the SHA-256 of the file (part of the idempotency key: another reference gives another QA)."""
+    check_deflated_path(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises many types for garbage

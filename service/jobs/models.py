@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,7 @@ OUTPUT_DIR = "output"
 RTSTRUCT_FILE = "rtstruct.dcm"
 QA_FILE = "qa.json"
 PREVIEW_FILE = "preview.png"
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
 
 
 class JobState(StrEnum):
@@ -72,4 +73,8 @@ class JobRecord(BaseModel):
     completions: int = 0  # times a run reached succeeded; stays 1 however often a task is delivered
     error: JobError | None = None
     qa_status: str | None = None
+    # per gland: status (ok/review/fail), p_poor, predicted_dice, review_threshold, flags (QA schema 1.1)
+    qa_glands: dict[str, dict] = Field(default_factory=dict)
     stage_times_s: dict[str, float] = Field(default_factory=dict)
+    # the review workstation's summary (service.api.routes_review): revisions, decision, reviewer, time, comment
+    review: dict[str, Any] | None = None

@@ -32,7 +32,16 @@ from service.config import Settings
 from service.errors import ErrorCode, InputError, ServiceError
 from service.jobs.dispatch import Dispatcher, DispatcherFactory, DispatchUnavailable
 from service.jobs.ingest import check_reference, check_series, describe_paths, idempotency_key, write_manifest
-from service.jobs.models import INPUT_DIR, PREVIEW_FILE, QA_FILE, REFERENCE_FILE, RTSTRUCT_FILE, JobRecord, JobState
+from service.jobs.models import (
+    INPUT_DIR,
+    PREVIEW_FILE,
+    QA_FILE,
+    REFERENCE_FILE,
+    RTSTRUCT_FILE,
+    UNCERTAINTY_FILE,
+    JobRecord,
+    JobState,
+)
 from service.jobs.store import JobNotFound, JobStore
 from service.model_bundle import resolve_bundle
 from service.pipeline.plan import Plan
@@ -123,7 +132,13 @@ class JobService:
             ref = resolve_bundle(model or self.settings.default_model, self.settings.model_store)
             plan = Plan.load(ref.path / "plan.json")
             try:
-                check = check_series(staging / INPUT_DIR, series_uid=series_uid, min_slices=plan.min_slices)
+                check = check_series(
+                    staging / INPUT_DIR,
+                    series_uid=series_uid,
+                    min_slices=plan.min_slices,
+                    model_spacing_mm_zyx=plan.spacing_mm_zyx,
+                    memory_budget=self.settings.memory_budget_mb * 2**20,
+                )
                 ref_path = staging / REFERENCE_FILE
                 ref_digest = check_reference(ref_path) if ref_path.exists() else None
             except InputError as exc:
@@ -180,7 +195,7 @@ class JobService:
         self.store.delete(job_id)
 
     def output_path(self, job_id: str, kind: str) -> Path:
-        """``kind``: rtstruct, qa or preview. The file exists once the job succeeded."""
+        """``kind``: rtstruct, qa, preview or uncertainty. The file exists once the job succeeded."""
         return output_files(self.store, job_id)[kind]
 
     def wait(self, job_id: str, *, timeout_s: float, poll_s: float = 0.5) -> JobRecord:
@@ -199,9 +214,10 @@ class JobService:
 
 
 def output_files(store: JobStore, job_id: str) -> dict[str, Path]:
-    """The output files of a succeeded job by kind (rtstruct, qa, preview)."""
+    """The output files of a succeeded job by kind (rtstruct, qa, preview, uncertainty)."""
     return {
         "rtstruct": store.output_path(job_id, RTSTRUCT_FILE),
         "qa": store.output_path(job_id, QA_FILE),
         "preview": store.output_path(job_id, PREVIEW_FILE),
+        "uncertainty": store.output_path(job_id, UNCERTAINTY_FILE),
     }

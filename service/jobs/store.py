@@ -3,7 +3,8 @@
 Layout under the root::
 
     jobs/<id>/job.json            the JobRecord, rewritten atomically (temp file + os.replace) under a lock
-    jobs/<id>/input/ manifest.json reference.dcm   the upload (deleted when the job finishes)
+    jobs/<id>/input/ reference.dcm   the upload (deleted when the job finishes; the upload names in manifest.json
+                                     are dropped when the job is created)
     jobs/<id>/output/             rtstruct.dcm, qa.json, preview.png (written by the pipeline, all or nothing)
     index/<key>                   the job id owning an idempotency key (created with O_EXCL: first writer wins)
     staging/<tmp>/                uploads being received; renamed to jobs/<id> when accepted
@@ -34,12 +35,14 @@ from service.jobs.models import (
     INPUT_DIR,
     JOB_FILE,
     JOB_ID_RE,
+    MANIFEST_FILE,
     OUTPUT_DIR,
     JobError,
     JobRecord,
     JobState,
     utc_now,
 )
+from service.jobs.staging_owner import OWNER_FILE, owner_gone, write_owner
 
 
 class JobNotFound(KeyError):
@@ -61,7 +64,17 @@ class JobStore:
         """Create the folders (owner-only permissions)."""
         for d in (self.jobs_dir, self.index_dir, self.staging_dir, self.trash_dir, self.stats_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.remove_interrupted_staging()
         return self
+
+    def remove_interrupted_staging(self) -> int:
+        """Remove staging folders whose process (on this host) has ended: uploads interrupted by a crash."""
+        removed = 0
+        for path in list(self.staging_dir.iterdir()):
+            if path.is_dir() and owner_gone(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
 
     # ---------------------------------------------------------------- paths
     def job_path(self, job_id: str) -> Path:
@@ -78,6 +91,7 @@ class JobStore:
     def new_staging(self) -> Path:
         path = self.staging_dir / uuid.uuid4().hex
         path.mkdir(mode=0o700)
+        write_owner(path)
         return path
 
     def discard(self, path: Path) -> None:
@@ -91,8 +105,11 @@ class JobStore:
 
     # ---------------------------------------------------------------- records
     def create_from_staging(self, staging: Path, record: JobRecord) -> JobRecord:
-        """Write the record into the staged folder and rename it to ``jobs/<id>``."""
+        """Write the record into the staged folder and rename it to ``jobs/<id>``. The upload's file names
+        (``manifest.json``, often patient names) served the door's messages and are not kept with the job."""
         (staging / OUTPUT_DIR).mkdir(exist_ok=True)
+        (staging / MANIFEST_FILE).unlink(missing_ok=True)
+        (staging / OWNER_FILE).unlink(missing_ok=True)
         write_atomic(staging / JOB_FILE, record.model_dump_json(indent=2).encode())
         os.rename(staging, self.job_path(record.id))
         return record
@@ -236,6 +253,7 @@ class JobStore:
                 )
                 self.remove_inputs(record.id)
                 counts["stalled"] += 1
+        counts["staging"] += self.remove_interrupted_staging()
         cutoff = time.time() - self.STAGING_MAX_AGE_S
         for path in list(self.staging_dir.iterdir()) + list(self.trash_dir.iterdir()):
             try:

@@ -53,6 +53,19 @@ class JobBackend(Protocol):
         """Called from the listener's loop; periodic upkeep of the job store (retention), if the backend has any."""
         ...
 
+    def hold(self, job_id: str, destination: str) -> None:
+        """Record that the job's RTSTRUCT waits for review before going to ``destination``."""
+        ...
+
+    def review_decision(self, job_id: str) -> tuple[str | None, Path | None, int | None]:
+        """(decision, RTSTRUCT to deliver, revision): ("approved", path, n), ("rejected", None, n),
+        (None, None, None) while undecided, ("gone", None, None) when the job no longer exists."""
+        ...
+
+    def released(self, job_id: str, action: str, destination: str, revision: int | None) -> None:
+        """Record what the listener did with a decision ("queued" or "withheld")."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -119,6 +132,41 @@ class ServiceJobBackend:
             return
         if any(counts.values()):
             log.info("job store clean-up: %s", counts)
+
+    def _case(self, job_id: str):
+        from service.review.store import ReviewCase
+
+        return ReviewCase(self.service.store.job_path(job_id), job_id)
+
+    def hold(self, job_id: str, destination: str) -> None:
+        case = self._case(job_id)
+        case.dir.mkdir(exist_ok=True)
+        case.mark_held(destination)
+
+    def review_decision(self, job_id: str) -> tuple[str | None, Path | None, int | None]:
+        if not self.service.store.exists(job_id):
+            return "gone", None, None
+        case = self._case(job_id)
+        decision = case.decision() if case.available else None
+        if decision is None:
+            return None, None, None
+        if decision.decision == "approved":
+            return "approved", case.final_rtstruct(), decision.revision
+        return "rejected", None, decision.revision
+
+    def released(self, job_id: str, action: str, destination: str, revision: int | None) -> None:
+        from service.jobs.models import utc_now
+        from service.review.models import Release
+
+        case = self._case(job_id)
+        sop = None
+        if action == "queued" and (path := case.final_rtstruct()) is not None:
+            import pydicom
+
+            sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        case.mark_released(
+            Release(action=action, destination=destination, revision=revision, sop_instance_uid=sop, at=utc_now())  # type: ignore[arg-type]
+        )
 
     def close(self) -> None:
         self.service.close()

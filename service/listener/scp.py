@@ -6,7 +6,9 @@ title must be in the allow-list (unless ``allow_unknown_ae``). C-STORE statuses 
 
 =========  =====================================================================================
 0x0000     stored (spooled atomically)
-0xA700     Refused, out of resources: free disk below the watermark, or the write failed
+0xA700     Refused, out of resources: free disk below the watermark, or the write failed, or a deflated data
+           set that inflates beyond ``inflate.MAX_INFLATED_BYTES`` (measured by a streaming inflate, before
+           parsing), or a C-STORE handled after its association ended
 0xA900     Data set does not match SOP class: missing or invalid (0008,0016) SOP Class UID,
            (0008,0018) SOP Instance UID, (0020,000E) Series Instance UID, (0008,0060) Modality not CT,
            no (7FE0,0010) Pixel Data, or a native (uncompressed) Pixel Data shorter than Rows x Columns x
@@ -25,7 +27,7 @@ import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -47,9 +49,11 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from service.listener.audit import AuditLog
+from service.listener.server import start_guarded_server
 from service.listener.settings import ListenerSettings
 from service.listener.spool import Spool, is_valid_uid
 from service.listener.tracker import Origin, SeriesTracker
+from service.pipeline.inflate import MAX_INFLATED_BYTES, inflated_size_exceeds
 from service.pipeline.series_pixels import native_pixel_data_bytes
 
 log = logging.getLogger(__name__)
@@ -77,8 +81,8 @@ CT_TRANSFER_SYNTAXES = [
 
 @dataclass
 class AssociationRecord:
-    assoc_id: int  # id() of the pynetdicom Association: the tracker's key while it is open
-    seq: int  # the listener's association number, for the audit log
+    assoc_id: int  # id() of the pynetdicom Association: the key of the open-associations table
+    seq: int  # the listener's association number (never reused): the tracker's key and the audit log's
     calling_ae: str
     called_ae: str
     peer_host: str
@@ -112,7 +116,7 @@ def build_ae(settings: ListenerSettings) -> AE:
     ae.require_calling_aet = [] if settings.allow_unknown_ae else settings.allowed_ae_titles
     ae.maximum_associations = settings.max_associations
     ae.network_timeout = settings.network_timeout_s
-    ae.acse_timeout = settings.network_timeout_s
+    ae.acse_timeout = min(settings.network_timeout_s, settings.artim_timeout_s)
     ae.dimse_timeout = settings.network_timeout_s
     ae.add_supported_context(Verification)
     ae.add_supported_context(CTImageStorage, CT_TRANSFER_SYNTAXES)
@@ -187,7 +191,7 @@ class StorageHandlers:
         if rec is None:
             return
         rec.outcome = outcome
-        self.tracker.association_ended(assoc_id, released=outcome == "released")
+        self.tracker.association_ended(rec.seq, released=outcome == "released")
         n_stored = rec.statuses.get(STATUS_SUCCESS, 0)
         self.audit.record(
             "association",
@@ -223,6 +227,18 @@ class StorageHandlers:
         return status
 
     def _store(self, event: evt.Event, rec: AssociationRecord | None) -> tuple[int, str | None]:
+        if rec is None:  # its association has already ended (connection dropped): nobody hears the answer
+            log.warning("refusing C-STORE handled after its association ended")
+            return STATUS_OUT_OF_RESOURCES, None
+        if str(event.context.transfer_syntax) == DeflatedExplicitVRLittleEndian:
+            raw = cast(Any, event.request).DataSet
+            if raw is not None:
+                raw.seek(0)
+                too_large = inflated_size_exceeds(raw, MAX_INFLATED_BYTES)
+                raw.seek(0)
+                if too_large:
+                    log.warning("refusing C-STORE: deflated data set inflates beyond %d bytes", MAX_INFLATED_BYTES)
+                    return STATUS_OUT_OF_RESOURCES, None
         data = event.encoded_dataset(include_meta=True)
         if not self.spool.has_room(len(data)):
             log.warning("refusing C-STORE: free disk below the watermark in %s", self.spool.root)
@@ -266,12 +282,9 @@ class StorageHandlers:
         except OSError as exc:
             log.error("spool write failed: %s", exc.strerror or type(exc).__name__)
             return STATUS_OUT_OF_RESOURCES, None
-        origin = (
-            rec.origin
-            if rec is not None
-            else Origin(event.assoc.requestor.ae_title.strip(), event.assoc.requestor.address)
-        )
-        self.tracker.instance_received(id(event.assoc), series_uid, sop_uid, origin)
+        # the association may have ended meanwhile (the TCP connection dropped while this C-STORE was handled):
+        # the tracker knows ended associations by their number and keeps such a series aborted
+        self.tracker.instance_received(rec.seq, series_uid, sop_uid, rec.origin)
         return STATUS_SUCCESS, series_uid
 
     def open_associations(self) -> int:
@@ -312,10 +325,14 @@ def _reject_reason(assoc: Any) -> str:
 
 
 def start_server(ae: AE, settings: ListenerSettings, handlers: StorageHandlers, port: int | None = None):
-    """Start the threaded association server (non-blocking); returns the pynetdicom server object."""
-    return ae.start_server(
+    """Start the guarded threaded association server (non-blocking, ``server.GuardedAssociationServer``: bounded
+    connections and threads, ARTIM timeout); returns the server object."""
+    return start_guarded_server(
+        ae,
         (settings.bind_host, settings.port if port is None else port),
-        block=False,
-        evt_handlers=handlers.handlers(),
-        ssl_context=build_ssl_context(settings),
+        handlers.handlers(),
+        build_ssl_context(settings),
+        max_associations=settings.max_associations,
+        max_pending=settings.max_pending_connections,
+        artim_s=settings.artim_timeout_s,
     )

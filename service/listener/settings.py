@@ -35,7 +35,8 @@ class PeerConfig(BaseModel):
     series, at ``return_port`` (AE title ``return_ae_title``, default the calling AE title); ``fixed`` sends it to
     ``return_host:return_port`` (a TPS or PACS); ``none`` keeps it in the job store only. ``return_tls`` sends
     over TLS, verifying the destination's certificate (against ``return_tls_ca_file`` of the listener, else the
-    system's trust store) and its host name or IP address.
+    system's trust store) and its host name or IP address. ``review_before_send`` keeps the RTSTRUCT until a
+    reviewer approves it in the review workstation (``/ui``); a rejected result is never sent.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +47,7 @@ class PeerConfig(BaseModel):
     return_host: str | None = None
     return_port: int | None = Field(None, ge=1, le=65535)
     return_tls: bool = False
+    review_before_send: bool = False
 
     @field_validator("ae_title", "return_ae_title")
     @classmethod
@@ -71,6 +73,10 @@ class ListenerSettings(BaseSettings):
     require_called_ae: bool = True  # reject associations addressed to another AE title
     max_associations: int = Field(10, ge=1, le=200)
     network_timeout_s: float = Field(60.0, gt=0)
+    # connections that have not yet sent a whole A-ASSOCIATE-RQ: at most this many (a new one evicts the oldest),
+    # each for at most artim_timeout_s (the ARTIM timer; also the A-ASSOCIATE/A-RELEASE answer timeout)
+    max_pending_connections: int = Field(32, ge=1, le=1000)
+    artim_timeout_s: float = Field(10.0, gt=0, le=600)
     # --- who may send, and where results go
     peers: list[PeerConfig] = Field(default_factory=list)
     allow_unknown_ae: bool = False  # True accepts any calling AE; its results stay in the job store

@@ -7,7 +7,10 @@ DICOM has no "end of series" message, so the rules are time-based, per SeriesIns
   ready ``release_grace_s`` after the last release/instance. The short grace lets a sender that opens one
   association per instance, or splits a series over several associations, still produce one job;
 - *aborted*: if the last contributing association ended with an abort, the series is not made ready by time;
-  a new association may complete it, otherwise its spooled data is dropped after ``partial_timeout_s``;
+  a new association may complete it, otherwise its spooled data is dropped after ``partial_timeout_s``. This holds
+  whatever the order of events: an instance reported for an association that has already ended (a C-STORE still
+  in flight when the TCP connection dropped) never re-opens it, and marks the series aborted if that association
+  was;
 - *finished*: after dispatch, the series' instances stay spooled for ``finished_retention_s`` so that a late
   instance re-forms the whole series (the job store's idempotency then decides whether it is a new job).
 
@@ -18,8 +21,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+ENDED_MEMORY = 100_000  # ended association ids remembered (a few MB at most)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ class SeriesTracker:
         self.clock = clock
         self._series: dict[str, _Series] = {}
         self._assoc_series: dict[int, set[str]] = {}
+        # associations that have ended, with whether they were released (ids are never reused: the SCP numbers
+        # them); bounded, oldest dropped first
+        self._ended: OrderedDict[int, bool] = OrderedDict()
         self._lock = threading.Lock()
 
     def instance_received(self, assoc_id: int, series_uid: str, sop_uid: str, origin: Origin) -> None:
@@ -88,9 +97,14 @@ class SeriesTracker:
             s.last_activity = now
             s.instances.add(sop_uid)
             s.pending += 1
-            s.open_assocs.add(assoc_id)
-            s.released_at = None
-            self._assoc_series.setdefault(assoc_id, set()).add(series_uid)
+            ended_released = self._ended.get(assoc_id)
+            if ended_released is None:
+                s.open_assocs.add(assoc_id)
+                s.released_at = None
+                self._assoc_series.setdefault(assoc_id, set()).add(series_uid)
+            elif not ended_released:  # handled after its association was aborted: the series is a fragment
+                s.aborted = True
+                s.released_at = None
 
     def recover(self, series_uid: str, sop_uids: list[str], origin: Origin, dispatched: bool) -> None:
         """Re-register a series found in the spool at start-up (its origin is unknown: ``origin`` is a placeholder).
@@ -111,6 +125,9 @@ class SeriesTracker:
         """Record the end of an association (released normally or aborted); returns the series it touched."""
         now = self.clock()
         with self._lock:
+            self._ended[assoc_id] = released
+            while len(self._ended) > ENDED_MEMORY:
+                self._ended.popitem(last=False)
             touched = sorted(self._assoc_series.pop(assoc_id, set()))
             for uid in touched:
                 s = self._series.get(uid)

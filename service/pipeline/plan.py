@@ -32,15 +32,15 @@ class Plan(BaseModel):
     patch_size_zyx: tuple[int, int, int] = (32, 96, 96)
     # sliding-window inference: the largest window passed to the network at once, and the window overlap
     inference_window_zyx: tuple[int, int, int] = (128, 160, 160)
-    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    overlap: float = Field(default=0.5, ge=0.0, lt=1.0)
     # test-time augmentation: average with the prediction of the left-right mirrored volume (gland labels swapped)
     tta_lr_flip: bool = False
     # postprocessing: the background probability is multiplied by this before the per-voxel argmax; below 1 it
     # grows the glands (set at export from a sweep on validation-pats, to remove a systematic under-segmentation)
-    background_weight: float = Field(1.0, gt=0.0, le=1.0)
+    background_weight: float = Field(default=1.0, gt=0.0, le=1.0)
     # every patch dimension must be divisible by this (2 ** number of poolings)
     size_divisor: int = 16
-    min_slices: int = Field(16, ge=1)
+    min_slices: int = Field(default=16, ge=1)
 
     @field_validator("spacing_mm_zyx")
     @classmethod

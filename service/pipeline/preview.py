@@ -196,10 +196,23 @@ def _draw_row(
     ax.set_ylabel("z (mm)", fontsize=7)
 
 
-def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title: str = "") -> None:
+UNCERTAIN_LEVEL = 0.5
+UNCERTAIN_COLOUR = "yellow"
+
+
+def write_preview(
+    ct: Volume,
+    masks: dict[str, np.ndarray],
+    path: Path,
+    *,
+    title: str = "",
+    uncertainty_zyx: np.ndarray | None = None,
+) -> None:
     """Write the preview PNG of ``masks`` (name -> bool mask on the CT grid) over ``ct`` (HU) to ``path``.
 
     ``title`` should name the model, its version and the QA status (``QAReport.summary_line()``).
+    ``uncertainty_zyx`` (the QA's uncertainty map on the CT grid) adds the band where it is at least
+    ``UNCERTAIN_LEVEL``, outlined in yellow: where the reviewer should look first.
     """
     path = Path(path)
     masks = {n: np.asarray(m, dtype=bool) for n, m in masks.items()}
@@ -222,13 +235,22 @@ def write_preview(ct: Volume, masks: dict[str, np.ndarray], path: Path, *, title
     FigureCanvasAgg(fig)
     grid = {"left": 0.05, "right": 0.99, "bottom": 0.45 / height, "top": 1.0 - 1.0 / height, "wspace": 0.25}
     axes = fig.subplots(len(rows), 3, squeeze=False, gridspec_kw={**grid, "hspace": 0.7 / 4.6})
+    drawn, drawn_colours = dict(masks), dict(colors)
+    band = None
+    if uncertainty_zyx is not None and uncertainty_zyx.shape == ct.shape_zyx:
+        band = np.asarray(uncertainty_zyx) >= UNCERTAIN_LEVEL
+        drawn["uncertain band"], drawn_colours["uncertain band"] = band, UNCERTAIN_COLOUR
     for (row_name, centre), row_axes in zip(rows, axes, strict=True):
-        _draw_row(list(row_axes), ct, masks, colors, centre, box, row_name)
+        _draw_row(list(row_axes), ct, drawn, drawn_colours, centre, box, row_name)
 
     handles = []
     for name, m in masks.items():
         label = f"{name}: {volume_cc(m, ct.spacing_mm_zyx):.1f} cc" if m.any() else f"{name}: EMPTY (no contour)"
         handles.append(Line2D([], [], color=colors[name], linewidth=2.5, label=label))
+    if band is not None:
+        handles.append(
+            Line2D([], [], color=UNCERTAIN_COLOUR, linewidth=2.5, label=f"uncertainty >= {UNCERTAIN_LEVEL:g} (QA)")
+        )
     if handles:
         fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1.0), fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"

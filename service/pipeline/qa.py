@@ -10,7 +10,14 @@ What it checks and how the overall ``status`` is decided:
   clean-up, the kept component holding less than ``min_largest_component_fraction`` of the gland's voxels, mean
   probability inside below ``min_mean_probability``, a mask touching the edge of the CT's field of view (first/last
   row, column or slice: the gland may be cut off), or a body midline that could not be estimated.
-- **ok**: none of the above. ``ok`` means "nothing unusual detected", never "clinically correct".
+- **review** (measured signals, ``service.pipeline.qa_verdict``, when the pipeline passes the probabilities): the
+  bundle's calibrated quality model (P(poor gland) at or above the threshold stored in ``qa_calibration.json``),
+  plausibility against the training population (volume, volume for the head size, L/R ratio, SI extent, position,
+  mean HU: fatty glands), disagreement between test-time perturbation members, probability mass outside the
+  contour, blanked slices near the glands, a field of view cutting the body, an unusual soft-tissue HU peak; each
+  flag carries its signal, value and threshold. With a reference: Dice, HD95 or volume error beyond the
+  ``reference_*`` tolerances.
+- **ok**: none of the above. ``ok`` means "no automatic concern found", never "clinically correct".
 
 Body midline: the median LPS x of the body voxels (HU > ``body_threshold_hu``, largest 26-connected component) in
 the slab of axial slices spanned by the two glands of the pair. The median of the whole head cross-section is
@@ -31,6 +38,8 @@ from scipy import ndimage
 from service.fileio import write_atomic
 from service.pipeline import metrics
 from service.pipeline.postprocess import GlandMask, mask_indices
+from service.pipeline.qa_calibration import QACalibration
+from service.pipeline.qa_perturb import MemberPrediction
 from service.pipeline.qa_schema import (
     XYZ,
     GlandQA,
@@ -44,6 +53,8 @@ from service.pipeline.qa_schema import (
     ReferenceComparison,
     Status,
 )
+from service.pipeline.qa_verdict import apply_signals, calibration_summary
+from service.pipeline.rtstruct_values import conform_values, conformance_note
 from service.pipeline.volume import Volume
 
 LR_PAIRS: tuple[tuple[str, str], ...] = (("Parotid_L", "Parotid_R"),)
@@ -275,11 +286,19 @@ def build_qa(
     stage_times_s: dict[str, float],
     reference: dict[str, np.ndarray] | None = None,
     thresholds: QAThresholds | None = None,
+    probs_ct_zyxc: np.ndarray | None = None,
+    labels: tuple[str, ...] | None = None,
+    members: MemberPrediction | None = None,
+    uncertainty_ct_zyx: np.ndarray | None = None,
+    calibration: QACalibration | None = None,
+    background_weight: float = 1.0,
 ) -> QAReport:
     """Build the QA report for the glands segmented on ``ct`` (all masks on the CT grid, canonical LPS order).
 
     ``reference`` maps ROI name -> mask on the CT grid; each gland is compared with the ROI of the same name
-    (exact, else case-insensitive).
+    (exact, else case-insensitive). With ``probs_ct_zyxc`` (class probabilities on the CT grid, channel order
+    ``labels``) the measured signals are added (``qa_verdict``); ``members`` (test-time perturbation members) and
+    ``uncertainty_ct_zyx`` add the disagreement signals and the slices where uncertainty concentrates.
     """
     th = thresholds or QAThresholds()
     flags: list[QAFlag] = []
@@ -300,6 +319,18 @@ def build_qa(
                 notes.append(f"no reference ROI named {name}; reference ROIs: {sorted(reference)}")
                 continue
             gland_qa[name].reference = _compare(ct, g, ref_name, reference[ref_name], gland_qa[name].volume_cc)
+            flags.extend(_reference_flags(name, gland_qa[name].reference, th))  # type: ignore[arg-type]
+    input_checks = None
+    if probs_ct_zyxc is not None:
+        input_checks = apply_signals(
+            ct, glands, gland_qa, flags, notes, probs_ct_zyxc=probs_ct_zyxc,
+            labels=labels or ("background", *glands), members=members, uncertainty_ct_zyx=uncertainty_ct_zyx,
+            calibration=calibration, background_weight=background_weight, pairs=LR_PAIRS,
+            body_threshold_hu=th.body_threshold_hu,
+        )  # fmt: skip
+    _, conformed = conform_values(ct.info.patient_study_attrs if ct.info else {})  # what the RTSTRUCT writer changes
+    if conformed:
+        flags.append(QAFlag(severity="review", code="patient_values_conformed", message=conformance_note(conformed)))
     status: Status = "ok"
     for f in flags:
         if _SEVERITY_RANK[f.severity] > _SEVERITY_RANK[status]:
@@ -315,7 +346,43 @@ def build_qa(
         notes=notes,
         stage_times_s={k: float(v) for k, v in stage_times_s.items()},
         thresholds=th,
+        input_checks=input_checks,
+        calibration=calibration_summary(calibration),
     )
+
+
+def _reference_flags(name: str, ref: ReferenceComparison, th: QAThresholds) -> list[QAFlag]:
+    """`review` flags for a gland beyond the reference tolerances (Dice, HD95, volume error)."""
+    out = []
+
+    def flag(code: str, signal: str, value: float, limit: float, text: str) -> None:
+        msg = f"{name} against reference {ref.reference_roi}: {text}"
+        out.append(
+            QAFlag(severity="review", code=code, gland=name, message=msg, signal=signal, value=value, threshold=limit)
+        )
+
+    if ref.dice is not None and ref.dice < th.reference_min_dice:
+        flag(
+            "reference_dice",
+            "dice",
+            ref.dice,
+            th.reference_min_dice,
+            f"Dice {ref.dice:.2f} < {th.reference_min_dice:g}",
+        )
+    if ref.hd95_mm is not None and ref.hd95_mm > th.reference_max_hd95_mm:
+        limit = th.reference_max_hd95_mm
+        flag("reference_hd95", "hd95_mm", ref.hd95_mm, limit, f"HD95 {ref.hd95_mm:.1f} mm > {limit:g} mm")
+    pct = ref.volume_difference_pct
+    if pct is not None and abs(pct) > th.reference_max_volume_error_pct:
+        limit = th.reference_max_volume_error_pct
+        flag(
+            "reference_volume_error",
+            "volume_difference_pct",
+            pct,
+            limit,
+            f"volume error {pct:+.0f}% beyond +/-{limit:g}%",
+        )
+    return out
 
 
 def write_qa_json(report: QAReport, path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION: Literal["1.0"] = "1.0"
+SCHEMA_VERSION: Literal["1.1"] = "1.1"  # 1.1: signals, quality estimate, input checks, calibration
 Status = Literal["ok", "review", "fail"]
 XYZ = tuple[float, float, float]
 
@@ -27,6 +27,10 @@ class QAThresholds(BaseModel):
     min_largest_component_fraction: float = Field(default=0.8, ge=0, le=1)
     min_mean_probability: float = Field(default=0.6, ge=0, le=1)
     body_threshold_hu: float = -500.0
+    # with a reference: tolerances that raise `review` (the calibration's definition of a poor gland, and volume)
+    reference_min_dice: float = Field(default=0.75, ge=0, le=1)
+    reference_max_hd95_mm: float = Field(default=8.0, gt=0)
+    reference_max_volume_error_pct: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> QAThresholds:
@@ -42,6 +46,9 @@ class QAFlag(BaseModel):
     code: str  # stable, e.g. "empty_gland", "laterality_swapped", "volume_out_of_range"
     gland: str | None = None
     message: str
+    signal: str | None = None  # the measured signal behind the flag, when there is one
+    value: float | None = None
+    threshold: float | None = None
 
 
 class InputSummary(BaseModel):
@@ -71,6 +78,21 @@ class ReferenceComparison(BaseModel):
     volume_difference_pct: float | None  # 100 * (predicted - reference) / reference; null if reference empty
 
 
+class GlandQuality(BaseModel):
+    """The bundle's calibrated quality estimate (``qa_calibration.json``) for one gland."""
+
+    p_poor: float  # estimated probability that Dice < 0.75 or HD95 > 8 mm against a clinical contour
+    predicted_dice: float
+    review_threshold: float  # p_poor at or above this raises `review`
+    features: dict[str, float]  # the model's inputs
+
+
+class UncertainSlice(BaseModel):
+    z_index: int  # canonical index (0 = most inferior slice)
+    z_mm: float  # LPS z of the slice
+    score: float  # summed uncertainty around the gland on that slice
+
+
 class GlandQA(BaseModel):
     name: str
     empty: bool
@@ -86,6 +108,9 @@ class GlandQA(BaseModel):
     fov_edges_touched: list[str]  # of right/left/anterior/posterior/inferior/superior
     flags: list[str]  # codes of the QAFlags raised for this gland
     reference: ReferenceComparison | None = None
+    quality: GlandQuality | None = None  # null: the bundle has no calibration, or the gland is empty
+    signals: dict[str, float | None] = Field(default_factory=dict)  # every QA signal (qa_signals), null = n/a
+    uncertain_slices: list[UncertainSlice] = Field(default_factory=list)  # where to look first, largest first
 
 
 class LateralityCheck(BaseModel):
@@ -105,8 +130,33 @@ class PairQA(BaseModel):
     laterality: LateralityCheck
 
 
+class InputChecks(BaseModel):
+    blanked_slices: list[int]  # canonical z indices blanked to air inside the body
+    blanked_slices_near_glands: list[int]
+    soft_tissue_peak_hu: float | None
+    body_cut_sides: list[str]  # sides where the field of view cuts the body on the gland slices
+
+
+class CalibrationSummary(BaseModel):
+    """How well the bundle's `review` verdict predicted poor glands in cross-validation (from the bundle)."""
+
+    bundle: str
+    n_glands: int
+    auroc: float
+    auroc_ci95: tuple[float, float]
+    verdict_sensitivity: float
+    verdict_specificity: float
+    poor_definition: str
+
+
+STATUS_MEANING = (
+    "ok: no automatic concern found (not a statement that the contour is correct); review: at least one named "
+    "concern, each with its value and threshold; fail: gross failure (empty or missing gland, laterality)"
+)
+
+
 class QAReport(BaseModel):
-    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    schema_version: Literal["1.1"] = SCHEMA_VERSION
     generated_utc: str
     intended_use: str = "Research use only. Automatic contours: every contour must be reviewed before clinical use."
     input: InputSummary
@@ -118,6 +168,9 @@ class QAReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
     stage_times_s: dict[str, float]
     thresholds: QAThresholds
+    status_meaning: str = STATUS_MEANING
+    input_checks: InputChecks | None = None
+    calibration: CalibrationSummary | None = None
 
     def summary_line(self) -> str:
         """One line for a preview title or a log: model, version, status and the flag codes."""

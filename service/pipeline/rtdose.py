@@ -22,6 +22,7 @@ from pydicom.uid import RTDoseStorage
 from scipy import ndimage
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.inflate import check_deflated_path
 from service.pipeline.volume import Volume
 
 
@@ -47,6 +48,7 @@ def _floats(ds: pydicom.Dataset, path: Path, keyword: str, n: int | None = None)
 def read_rtdose_on_grid(path: Path, ct: Volume) -> np.ndarray:
     """The RTDOSE at ``path`` in Gy on ``ct``'s canonical (z, y, x) grid, float32."""
     path = Path(path)
+    check_deflated_path(path)  # INFLATED_TOO_LARGE before pydicom inflates it whole
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for garbage input

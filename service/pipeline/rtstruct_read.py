@@ -31,6 +31,7 @@ from pydicom.uid import RTStructureSetStorage
 
 from service.errors import ErrorCode, InputError
 from service.pipeline.contours import polygons_to_mask
+from service.pipeline.inflate import check_deflated_path
 from service.pipeline.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def read_rtstruct_masks(
     when no ROI references the CT's Frame of Reference. An ROI without contours gives an all-False mask.
     """
     path = Path(path)
+    check_deflated_path(path)
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for garbage input

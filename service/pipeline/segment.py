@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, read_plan, resolve_bundle
 from service.pipeline.series import load_series
 from service.pipeline.stages import PROGRESS_AT, Progress, Stage, StageTimer
@@ -34,6 +36,7 @@ class SegmentationResult:
     qa: QAReport
     model: LoadedModel
     stage_times_s: dict[str, float] = field(default_factory=dict)
+    uncertainty_zyx: np.ndarray | None = None  # float32 in [0, 1] on the CT grid (see qa_perturb)
 
 
 def run_segmentation(
@@ -45,14 +48,20 @@ def run_segmentation(
     store: Path = DEFAULT_STORE,
     thresholds: QAThresholds | None = None,
     progress: Progress | None = None,
+    perturbations: Sequence[str] | None = None,
 ) -> SegmentationResult:
-    """Run every stage in memory; raises ``InputError`` for rejected input before any output exists."""
+    """Run every stage in memory; raises ``InputError`` for rejected input before any output exists.
+
+    ``perturbations``: the QA's extra test-time members (one network pass each); None = the bundle's QA
+    calibration's list (the built-in default without one), ``()`` = none. They never change the contours."""
     timer = StageTimer(progress)
     ref = resolve_bundle(model, store)
     # the input is checked (and the reference read) before the network is loaded: a rejection answers at once
     plan = read_plan(ref)
     with timer.stage(Stage.READ):
-        ct = load_series(inputs, series_uid=series_uid, min_slices=plan.min_slices)
+        ct = load_series(
+            inputs, series_uid=series_uid, min_slices=plan.min_slices, model_spacing_mm_zyx=plan.spacing_mm_zyx
+        )
     ref_masks = None
     if reference is not None:
         from service.pipeline.rtstruct_read import read_rtstruct_masks
@@ -63,33 +72,49 @@ def run_segmentation(
         loaded = load_bundle(ref)
     plan = loaded.plan
     from service.pipeline.gland_boxes import clean_glands, gland_probabilities
-    from service.pipeline.infer import predict_probabilities
-    from service.pipeline.preprocess import preprocess_volume
+    from service.pipeline.infer import probabilities_to_ct_grid
+    from service.pipeline.preprocess import preprocess_volume, resample_back
     from service.pipeline.qa import build_qa
+    from service.pipeline.qa_calibration import load_calibration
+    from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, predict_with_members
 
     with timer.stage(Stage.PREPROCESS):
         x = preprocess_volume(ct, plan)
+    calibration = load_calibration(ref.path)
+    if perturbations is None:
+        perturbations = calibration.perturbations if calibration else DEFAULT_PERTURBATIONS
     with timer.stage(Stage.MODEL):
-        probs_model = predict_probabilities(loaded.predict, x, plan)
-    del x
-    # back onto the CT grid and cleaned inside each gland's box only: the whole grid's masks (tests/pipeline/
-    # test_gland_boxes.py), without whole-grid probability volumes; probabilities freed once the masks exist
+        members = predict_with_members(loaded.predict, x, plan, tuple(perturbations))
     with timer.stage(Stage.RESAMPLE_BACK):
-        boxed = gland_probabilities(probs_model, plan, ct.spacing_mm_zyx, ct.shape_zyx)
-    del probs_model
+        probs = probabilities_to_ct_grid(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx)
+        uncertainty = resample_back(members.uncertainty_zyx, plan.spacing_mm_zyx, ct.spacing_mm_zyx, ct.shape_zyx)
     with timer.stage(Stage.POSTPROCESS):
-        glands = clean_glands(boxed, plan.background_weight, ct.shape_zyx)
-    del boxed
-    qa = build_qa(
-        ct,
-        glands,
-        model_name=ref.name,
-        model_version=ref.version,
-        stage_times_s=timer.times,
-        reference=ref_masks,
-        thresholds=thresholds,
-    )
-    return SegmentationResult(ct, glands, qa, loaded, timer.times)
+        # argmax and clean-up inside each gland's box (the whole grid's masks: tests/pipeline/test_gland_boxes.py);
+        # the whole-grid probabilities above are for the QA's signals only
+        glands = clean_glands(
+            gland_probabilities(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx),
+            plan.background_weight,
+            ct.shape_zyx,
+        )
+    with timer.stage(Stage.QA):
+        qa = build_qa(
+            ct,
+            glands,
+            model_name=ref.name,
+            model_version=ref.version,
+            stage_times_s={},
+            reference=ref_masks,
+            thresholds=thresholds,
+            probs_ct_zyxc=probs,
+            labels=plan.labels,
+            members=members,
+            uncertainty_ct_zyx=uncertainty,
+            calibration=calibration,
+            background_weight=plan.background_weight,
+        )
+    qa = qa.model_copy(update={"stage_times_s": dict(timer.times)})
+    unc = np.asarray(uncertainty, dtype=np.float32)
+    return SegmentationResult(ct, glands, qa, loaded, timer.times, unc)
 
 
 def write_outputs(
@@ -98,10 +123,12 @@ def write_outputs(
     qa_path: Path | None = None,
     preview_path: Path | None = None,
     progress: Progress | None = None,
+    uncertainty_path: Path | None = None,
 ) -> QAReport:
-    """Write RTSTRUCT (+ QA JSON, + preview PNG); all appear together or not at all."""
+    """Write RTSTRUCT (+ QA JSON, + preview PNG, + uncertainty NIfTI); all appear together or not at all."""
     from service.pipeline.preview import write_preview
     from service.pipeline.qa import write_qa_json
+    from service.pipeline.qa_verdict import rtstruct_texts
     from service.pipeline.rtstruct import write_rtstruct
 
     ref = result.model.ref
@@ -111,14 +138,31 @@ def write_outputs(
     try:
         with timer.stage(Stage.RTSTRUCT):
             tmp_rs = rtstruct_path.with_name(f".{rtstruct_path.name}.partial")
-            write_rtstruct(result.ct, masks, tmp_rs, model_name=ref.name, model_version=ref.version)
+            series_desc, set_desc, roi_desc = rtstruct_texts(result.qa, ref.name, ref.version)
+            write_rtstruct(
+                result.ct,
+                masks,
+                tmp_rs,
+                model_name=ref.name,
+                model_version=ref.version,
+                series_description=series_desc,
+                structure_set_description=set_desc,
+                roi_descriptions=roi_desc,
+            )
             pending.append((tmp_rs, rtstruct_path))
         if preview_path is not None:
             with timer.stage(Stage.PREVIEW):
                 tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
                 title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
-                write_preview(result.ct, masks, tmp_pv, title=title)
+                write_preview(result.ct, masks, tmp_pv, title=title, uncertainty_zyx=result.uncertainty_zyx)
                 pending.append((tmp_pv, preview_path))
+        if uncertainty_path is not None and result.uncertainty_zyx is not None:
+            from service.pipeline.qa_uncertainty_io import write_uncertainty_nifti
+
+            with timer.stage(Stage.UNCERTAINTY):
+                tmp_un = uncertainty_path.with_name(f".{uncertainty_path.name}.partial.nii.gz")
+                write_uncertainty_nifti(result.ct, result.uncertainty_zyx, tmp_un)
+                pending.append((tmp_un, uncertainty_path))
         qa = result.qa.model_copy(update={"stage_times_s": timer.times})
         if qa_path is not None:
             tmp_qa = qa_path.with_name(f".{qa_path.name}.partial")
@@ -145,8 +189,11 @@ def segment_series(
     store: Path = DEFAULT_STORE,
     thresholds: QAThresholds | None = None,
     progress: Progress | None = None,
+    uncertainty_path: Path | None = None,
+    perturbations: Sequence[str] | None = None,
 ) -> QAReport:
-    """Segment one CT series and write the RTSTRUCT (and QA JSON / preview PNG when paths are given)."""
+    """Segment one CT series and write the RTSTRUCT (and QA JSON / preview PNG / uncertainty NIfTI when paths
+    are given)."""
     result = run_segmentation(
         inputs,
         model=model,
@@ -155,8 +202,9 @@ def segment_series(
         store=store,
         thresholds=thresholds,
         progress=progress,
+        perturbations=perturbations,
     )
-    qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress)
+    qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress, uncertainty_path)
     if progress:
         progress(Stage.DONE.value, PROGRESS_AT[Stage.DONE])
     return qa

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.budget import BUDGET_ENV, estimated_bytes, memory_budget_bytes, model_grid_shape
 from service.pipeline.series_geometry import GridLayout, plan_grid
 from service.pipeline.series_pixels import PixelFormat, check_pixel_format, read_hu_slice
 from service.pipeline.series_scan import CtFile, scan_inputs, select_series, tag_label
@@ -77,10 +78,14 @@ def check_series_headers(
     *,
     series_uid: str | None = None,
     min_slices: int = 1,
-    max_voxels: int = 1024 * 1024 * 1024,
+    model_spacing_mm_zyx: Sequence[float] | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[str, list[CtFile], GridLayout, list[PixelFormat]]:
     """Every check ``load_series`` makes before decoding pixels (headers only): find and choose the series,
-    count, identity, geometry, size and pixel format. Shared with the API's synchronous upload check."""
+    count, identity, geometry, size and pixel format. Shared with the API's synchronous upload check.
+
+    Size: the memory the pipeline needs for the CT grid and, when ``model_spacing_mm_zyx`` (the plan's spacing)
+    is given, the model grid must fit ``memory_budget`` bytes (default ``budget.memory_budget_bytes()``)."""
     scan = scan_inputs(inputs if isinstance(inputs, str | os.PathLike) else list(inputs))
     uid, files = select_series(scan, series_uid)
     if len(files) < min_slices:
@@ -90,16 +95,34 @@ def check_series_headers(
         )
     _check_identity(files)
     layout = plan_grid(files)
-    n_voxels = int(np.prod(layout.shape_zyx, dtype=np.int64))
-    if n_voxels > max_voxels:
-        nz, ny, nx = layout.shape_zyx
-        raise InputError(
-            ErrorCode.TOO_LARGE,
-            f"CT series {uid} (e.g. {files[0].path}) has {nz} x {ny} x {nx} = {n_voxels} voxels, more than the "
-            f"limit of {max_voxels}",
-        )
+    check_memory(uid, files[0].path, layout, model_spacing_mm_zyx, memory_budget)
     formats = [check_pixel_format(f) for f in files]
     return uid, files, layout, formats
+
+
+def check_memory(
+    uid: str,
+    example: Path,
+    layout: GridLayout,
+    model_spacing_mm_zyx: Sequence[float] | None,
+    memory_budget: int | None,
+) -> None:
+    """``TOO_LARGE`` when the CT grid (and the model grid) need more memory than the budget (see ``budget``)."""
+    budget = memory_budget_bytes() if memory_budget is None else memory_budget
+    n_ct = int(np.prod(layout.shape_zyx, dtype=np.int64))
+    n_model = 0
+    if model_spacing_mm_zyx is not None:
+        n_model = int(np.prod(model_grid_shape(layout.shape_zyx, layout.spacing_mm_zyx, model_spacing_mm_zyx)))
+    need = estimated_bytes(n_ct, n_model)
+    if need > budget:
+        nz, ny, nx = layout.shape_zyx
+        model = f" and {n_model} voxels on the model grid" if n_model else ""
+        raise InputError(
+            ErrorCode.TOO_LARGE,
+            f"CT series {uid} (e.g. {example}) has {nz} x {ny} x {nx} = {n_ct} voxels{model}: about "
+            f"{need // 2**20} MiB to process, more than the memory budget of {budget // 2**20} MiB "
+            f"({BUDGET_ENV})",
+        )
 
 
 def load_series(
@@ -107,7 +130,8 @@ def load_series(
     *,
     series_uid: str | None = None,
     min_slices: int = 1,
-    max_voxels: int = 1024 * 1024 * 1024,
+    model_spacing_mm_zyx: Sequence[float] | None = None,
+    memory_budget: int | None = None,
 ) -> Volume:
     """Load one CT series (CT Image Storage, 1.2.840.10008.5.1.4.1.1.2) as float32 HU in canonical LPS order.
 
@@ -124,7 +148,11 @@ def load_series(
     UNSUPPORTED_TRANSFER_SYNTAX, PIXEL_DATA_ERROR or INVALID_ATTRIBUTE.
     """
     uid, files, layout, formats = check_series_headers(
-        inputs, series_uid=series_uid, min_slices=min_slices, max_voxels=max_voxels
+        inputs,
+        series_uid=series_uid,
+        min_slices=min_slices,
+        model_spacing_mm_zyx=model_spacing_mm_zyx,
+        memory_budget=memory_budget,
     )
     array_zyx = np.empty(layout.shape_zyx, dtype=np.float32)
     rows, cols = int(files[0].ds.Rows), int(files[0].ds.Columns)

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.series_plausible import check_plausible
 from service.pipeline.series_scan import CtFile, tag_label
 
 ORIENTATION_TOL = 1e-3
@@ -254,6 +255,13 @@ def plan_grid(files: Sequence[CtFile]) -> GridLayout:
     corner = positions[order[0]]
     extent = (ref.cols - 1) * col_spacing * row_dir + (ref.rows - 1) * row_spacing * col_dir
     origin = corner + np.minimum(extent, 0.0)
+    check_plausible(
+        files[order[0]].path,
+        (len(slices), ny, nx),
+        (spacing_z, float(spacing_y), float(spacing_x)),
+        (float(origin[0]), float(origin[1]), float(corner[2])),
+        (float(z[0]), float(z[-1])),
+    )
     return GridLayout(
         order=tuple(order),
         shape_zyx=(len(slices), ny, nx),

@@ -9,11 +9,13 @@ pydicom's pixel handlers with the pylibjpeg plugins.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
@@ -101,6 +103,8 @@ def read_hu_slice(path: Path, fmt: PixelFormat, rows: int, cols: int) -> np.ndar
                 f"{path}: (7FE0,0010) Pixel Data has {len(ds.PixelData)} bytes, {rows}x{cols} pixels of "
                 f"{ds.get('BitsAllocated', 16)} bits need {expected} (truncated file?)",
             )
+    if fmt.transfer_syntax in J2K_SYNTAXES:
+        check_j2k_dimensions(path, ds, rows, cols)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # decoder plugins raise assorted types on bad streams
@@ -119,3 +123,46 @@ def read_hu_slice(path: Path, fmt: PixelFormat, rows: int, cols: int) -> np.ndar
         hu *= fmt.rescale_slope
     hu += fmt.rescale_intercept
     return hu.astype(np.float32)
+
+
+J2K_SYNTAXES = {
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+}
+_SOC_SIZ = b"\xff\x4f\xff\x51"
+
+
+def j2k_size(frame: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG 2000 codestream's SIZ marker segment (ISO 15444-1 A.5.1): Ysiz - YOsiz,
+    Xsiz - XOsiz; None when no SOC + SIZ is found in the first 64 KiB (a JP2 file wraps the codestream in boxes)."""
+    at = frame.find(_SOC_SIZ, 0, 65536)
+    if at < 0 or len(frame) < at + 4 + 2 + 2 + 16:
+        return None
+    xsiz, ysiz, xo, yo = struct.unpack(">IIII", frame[at + 8 : at + 24])
+    return ysiz - yo, xsiz - xo
+
+
+def check_j2k_dimensions(path: Path, ds: Dataset, rows: int, cols: int) -> None:
+    """Refuse a JPEG 2000 frame whose codestream declares another size than (0028,0010) Rows x (0028,0011)
+    Columns before decoding it (a 16384 x 16384 codestream in a 128 x 128 image would be decoded in full)."""
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception as exc:  # noqa: BLE001 - malformed encapsulation
+        raise InputError(
+            ErrorCode.PIXEL_DATA_ERROR, f"{path}: (7FE0,0010) Pixel Data is not a valid encapsulated frame: {exc}"
+        ) from exc
+    size = j2k_size(frame)
+    if size is None:
+        raise InputError(
+            ErrorCode.PIXEL_DATA_ERROR,
+            f"{path}: (7FE0,0010) Pixel Data has no JPEG 2000 codestream header (SOC + SIZ marker segments)",
+        )
+    if size != (rows, cols):
+        raise InputError(
+            ErrorCode.PIXEL_DATA_ERROR,
+            f"{path}: the JPEG 2000 codestream in (7FE0,0010) Pixel Data is {size[0]} x {size[1]} pixels, "
+            f"{tag_label('Rows')} x {tag_label('Columns')} say {rows} x {cols}; not decoded",
+        )

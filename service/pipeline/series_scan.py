@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.inflate import check_deflated_file
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,12 @@ def read_dataset(path: Path, *, stop_before_pixels: bool) -> tuple[Dataset | Non
         has_prefix = len(head) == 132 and head[128:132] == b"DICM"
         if not has_prefix and head[:2] not in (b"\x02\x00", b"\x08\x00"):
             return None, ""
+        if has_prefix:
+            check_deflated_file(fp, path)  # INFLATED_TOO_LARGE before pydicom inflates it whole
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=not has_prefix)
+            if getattr(ds, "buffer", None) is not None:
+                ds.buffer = None  # a deflated file's whole inflated data set: never kept with the header
             _transfer_syntax(ds)
             problem = _pixel_data_problem(fp, ds) if stop_before_pixels else ""
         except Exception as exc:  # pydicom raises many types for bad input

@@ -22,8 +22,11 @@ class Stage(StrEnum):
     MODEL = "model"
     RESAMPLE_BACK = "resample_back"
     POSTPROCESS = "postprocess"
+    QA = "qa"  # the QA signals, quality estimate and verdict (service.pipeline.qa)
     RTSTRUCT = "rtstruct"
     PREVIEW = "preview"
+    UNCERTAINTY = "uncertainty"  # the QA's uncertainty map written as NIfTI
+    REVIEW_CACHE = "review_cache"  # the worker's copy of CT and masks for the review workstation (service.review)
     DONE = "done"
 
 
@@ -36,8 +39,11 @@ TIMED_STAGES: tuple[Stage, ...] = (
     Stage.MODEL,
     Stage.RESAMPLE_BACK,
     Stage.POSTPROCESS,
+    Stage.QA,
     Stage.RTSTRUCT,
     Stage.PREVIEW,
+    Stage.UNCERTAINTY,
+    Stage.REVIEW_CACHE,
 )
 
 PROGRESS_AT: dict[Stage, float] = {
@@ -49,8 +55,11 @@ PROGRESS_AT: dict[Stage, float] = {
     Stage.MODEL: 0.2,
     Stage.RESAMPLE_BACK: 0.75,
     Stage.POSTPROCESS: 0.8,
+    Stage.QA: 0.82,
     Stage.RTSTRUCT: 0.85,
     Stage.PREVIEW: 0.92,
+    Stage.UNCERTAINTY: 0.95,
+    Stage.REVIEW_CACHE: 0.97,
     Stage.DONE: 1.0,
 }
 

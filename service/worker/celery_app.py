@@ -107,7 +107,7 @@ class CeleryDispatcher:
         self.settings = settings
         self.app = create_celery(settings)
         assert settings.broker_url is not None
-        timeout = min(settings.broker_timeout_s, 2.0)
+        timeout = settings.broker_timeout_s
         self._redis = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
     def start(self) -> None:
@@ -125,6 +125,9 @@ class CeleryDispatcher:
     def submit(self, job_id: str) -> None:
         payload = RunJobArgs(job_id=job_id).model_dump()
         try:
+            # a Redis that accepts connections but never answers would hold the publish for kombu's socket
+            # timeout and its retries (~10 s and more): one PING bounded by PAROTID_BROKER_TIMEOUT_S first
+            self._redis.ping()
             self.app.send_task(TASK_NAME, args=[payload], queue=self.settings.queue_name)
         except Exception as exc:  # kombu OperationalError, redis ConnectionError, OSError, ...
             log.warning("job %s: could not be queued (%s)", job_id, type(exc).__name__)

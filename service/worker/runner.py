@@ -23,12 +23,13 @@ from service.jobs.models import (
     QA_FILE,
     REFERENCE_FILE,
     RTSTRUCT_FILE,
+    UNCERTAINTY_FILE,
     JobState,
     utc_now,
 )
 from service.jobs.stats import record_stage_times
 from service.jobs.store import JobNotFound, JobStore
-from service.pipeline.stages import Stage
+from service.pipeline.stages import PROGRESS_AT, Stage
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def _run_locked(
             rtstruct_path=store.output_path(job_id, RTSTRUCT_FILE),
             qa_path=store.output_path(job_id, QA_FILE),
             preview_path=store.output_path(job_id, PREVIEW_FILE),
+            uncertainty_path=store.output_path(job_id, UNCERTAINTY_FILE),
             model=record.model,
             reference=folder / REFERENCE_FILE if record.has_reference else None,
             series_uid=record.series_instance_uid,
@@ -127,6 +129,7 @@ def _run_locked(
             f"unexpected {type(exc).__name__} in the worker; the worker log has the details (job {job_id})",
         )
     times = {k: float(v) for k, v in qa.stage_times_s.items()}
+    _build_review_cache(store, job_id, record.series_instance_uid, record.has_reference, times)
     store.update(
         job_id,
         state=JobState.SUCCEEDED,
@@ -134,6 +137,7 @@ def _run_locked(
         stage=Stage.DONE,
         finished_at=utc_now(),
         qa_status=qa.status,
+        qa_glands=gland_quality(qa),
         stage_times_s=times,
         completions=record.completions + 1,
         error=None,
@@ -144,8 +148,44 @@ def _run_locked(
     return JobState.SUCCEEDED
 
 
+def _build_review_cache(store: JobStore, job_id: str, series_uid: str, has_reference: bool, times: dict) -> None:
+    """The review workstation's copy of the CT and masks (``service.review.cache``), made while the input files
+    still exist; a failure is logged and never fails the job."""
+    import time
+
+    from service.review.cache import try_build_review_cache
+
+    _Progress(store, job_id)(Stage.REVIEW_CACHE.value, PROGRESS_AT[Stage.REVIEW_CACHE])
+    folder = store.job_path(job_id)
+    t0 = time.perf_counter()
+    try_build_review_cache(
+        folder,
+        job_id,
+        inputs=folder / INPUT_DIR,
+        rtstruct_path=store.output_path(job_id, RTSTRUCT_FILE),
+        series_uid=series_uid,
+        reference=folder / REFERENCE_FILE if has_reference else None,
+    )
+    times[Stage.REVIEW_CACHE.value] = round(time.perf_counter() - t0, 3)
+
+
 def _finish_failed(store: JobStore, job_id: str, code: str, message: str) -> JobState:
     store.fail(job_id, code, message)
     store.remove_inputs(job_id)
     log.warning("job %s: failed %s", job_id, code)
     return JobState.FAILED
+
+
+def gland_quality(qa) -> dict[str, dict]:
+    """Per gland, what the job record keeps of the QA: status, quality estimate, flag codes."""
+    out = {}
+    for name, g in qa.glands.items():
+        own = [f.severity for f in qa.reasons if f.gland == name]
+        out[name] = {
+            "status": "fail" if "fail" in own else "review" if own else "ok",
+            "p_poor": g.quality.p_poor if g.quality else None,
+            "predicted_dice": g.quality.predicted_dice if g.quality else None,
+            "review_threshold": g.quality.review_threshold if g.quality else None,
+            "flags": list(g.flags),
+        }
+    return out

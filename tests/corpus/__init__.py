@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.corpus.hostile_cases import HOSTILE_REQUEST_CASES, HOSTILE_SERIES_CASES
 from tests.corpus.model import Case
 from tests.corpus.request_cases import REQUEST_CASES
 from tests.corpus.series_cases import SERIES_CASES
 
-BUILDERS = SERIES_CASES + REQUEST_CASES
+BUILDERS = SERIES_CASES + HOSTILE_SERIES_CASES + REQUEST_CASES + HOSTILE_REQUEST_CASES
 CASE_NAMES = [b.__name__ for b in BUILDERS]  # known before anything is written (test parametrization)
 # the cases that are also sent over DICOM (a test checks this list against the built cases)
-DICOM_CASE_NAMES = [b.__name__ for b in SERIES_CASES] + ["missing_auth", "wrong_key"]
+DICOM_CASE_NAMES = [b.__name__ for b in SERIES_CASES + HOSTILE_SERIES_CASES] + ["missing_auth", "wrong_key"]
 
 
 def build_corpus(root: Path) -> list[Case]:

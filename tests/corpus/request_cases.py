@@ -5,8 +5,6 @@ why it does not apply to DICOM.
 
 from __future__ import annotations
 
-import io
-import stat
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 from tests import dicom_variants as dv
 from tests.corpus.model import Case, DicomExpect, DicomSend, HttpCall, HttpExpect
 from tests.corpus.series_cases import parts, write_series
+from tests.support.zips import zip_bytes
 
 # limits of the corpus' app (tests/corpus/conftest.py); the oversized cases are sized against them
 MAX_UPLOAD_BYTES = 4 * 2**20
@@ -32,21 +31,9 @@ NA_SIZE = (
 )
 
 
-def _zip(entries: dict[str, bytes], *, symlink: str | None = None, method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-        if symlink:
-            info = zipfile.ZipInfo(symlink)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, "/etc/passwd")
-    return buf.getvalue()
-
-
 def _series_zip(d: Path, name=lambda n, p: f"series/{p.name}") -> bytes:
     files = write_series(d)
-    return _zip({name(n, p): p.read_bytes() for n, p in enumerate(files)})
+    return zip_bytes({name(n, p): p.read_bytes() for n, p in enumerate(files)})
 
 
 def _zip_part(data: bytes, filename: str = "upload.zip") -> HttpCall:
@@ -135,7 +122,7 @@ def zip_absolute_path(d: Path) -> Case:
 
 
 def zip_symlink(d: Path) -> Case:
-    data = _zip({"a.dcm": b"x"}, symlink="link.dcm")
+    data = zip_bytes({"a.dcm": b"x"}, symlink="link.dcm")
     return _http_only(
         "zip_symlink",
         "a zip holding a symbolic link to /etc/passwd",
@@ -146,7 +133,7 @@ def zip_symlink(d: Path) -> Case:
 
 
 def zip_bomb_ratio(d: Path) -> Case:
-    data = _zip({"zeros.dcm": b"\0" * (2 * 2**20)})
+    data = zip_bytes({"zeros.dcm": b"\0" * (2 * 2**20)})
     return _http_only(
         "zip_bomb_ratio",
         "a zip bomb: 2 MiB of zeros in ~2 kB (ratio ~1000)",
@@ -157,7 +144,7 @@ def zip_bomb_ratio(d: Path) -> Case:
 
 
 def zip_bomb_size(d: Path) -> Case:
-    data = _zip({f"z{n}.dcm": b"\0" * (8 * 2**20) for n in range(8)})
+    data = zip_bytes({f"z{n}.dcm": b"\0" * (8 * 2**20) for n in range(8)})
     return _http_only(
         "zip_bomb_size",
         "a zip expanding to 64 MiB (over the byte limit)",
@@ -169,7 +156,7 @@ def zip_bomb_size(d: Path) -> Case:
 
 def zip_size_lie(d: Path) -> Case:
     payload = np.random.default_rng(2).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
-    raw = bytearray(_zip({"a.dcm": payload}, method=zipfile.ZIP_STORED))
+    raw = bytearray(zip_bytes({"a.dcm": payload}, method=zipfile.ZIP_STORED))
     fake = (1000).to_bytes(4, "little")  # declared uncompressed size 1000 (local header and central directory)
     raw[22:26] = fake
     cd = raw.rfind(b"PK\x01\x02")
@@ -188,7 +175,7 @@ def zip_nested(d: Path) -> Case:
     return _http_only(
         "zip_nested",
         "a zip inside a zip (inner archives are not expanded)",
-        _zip_part(_zip({"inner.zip": inner})),
+        _zip_part(zip_bytes({"inner.zip": inner})),
         HttpExpect(422, "EMPTY_INPUT"),
         NA_ARCHIVE,
     )
@@ -220,7 +207,7 @@ def zip_encrypted(d: Path) -> Case:
 
 
 def zip_too_many_entries(d: Path) -> Case:
-    data = _zip({f"f{n}.dcm": b"x" for n in range(MAX_UPLOAD_FILES + 1)})
+    data = zip_bytes({f"f{n}.dcm": b"x" for n in range(MAX_UPLOAD_FILES + 1)})
     return _http_only(
         "zip_too_many_entries",
         f"a zip with {MAX_UPLOAD_FILES + 1} entries (limit {MAX_UPLOAD_FILES})",

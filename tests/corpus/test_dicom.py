@@ -21,6 +21,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from tests.corpus import DICOM_CASE_NAMES
 from tests.corpus.checks import finished_job_problems, spool_leftovers, store_leftovers
 from tests.corpus.model import NO_CONTEXT, Case, DicomSend
+from tests.support.dicom import c_echo
 
 LISTENER_AE = "PAROTID_SEG"
 OUTCOME_TIMEOUT_S = 120.0
@@ -33,17 +34,6 @@ class Observed:
     stored_sops: dict[str, set[str]] = field(default_factory=dict)  # series UID -> stored SOP Instance UIDs
     echo_after: bool = False
     outcomes: tuple[str, ...] = ()
-
-
-def _echo(port: int) -> bool:
-    ae = AE(ae_title="SCANNER")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=LISTENER_AE)
-    if not assoc.is_established:
-        return False
-    ok = assoc.send_c_echo().get("Status") == 0x0000
-    assoc.release()
-    return ok
 
 
 def send_case(port: int, send: DicomSend) -> Observed:
@@ -123,7 +113,7 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Case],
             send = corpus[name].dicom
             assert send is not None
             observed[name] = send_case(listener.port, send)
-            observed[name].echo_after = _echo(listener.port)
+            observed[name].echo_after = c_echo(listener.port, "SCANNER", LISTENER_AE)
         deadline = time.monotonic() + OUTCOME_TIMEOUT_S
         while True:
             records = listener.audit.read()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,16 +35,11 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.deploy.conftest import REPO, VENV_BIN, dockerfile_of
+from tests.support.net import free_port
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 APP_SERVICES = ["api", "worker", "worker-cpu", "listener"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

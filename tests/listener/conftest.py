@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,29 +20,12 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.dicom_factory import write_ct_series
+from tests.support.net import free_port, wait_for
 
 LISTENER_AE = "PAROTID_SEG"
 SCANNER_AE = "SCANNER"
 SERIES_SHAPE_ZYX = (48, 64, 64)
 SERIES_SPACING_MM_ZYX = (2.5, 4.0, 4.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
-    end = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def audit(listener, event: str | None = None) -> list[dict]:

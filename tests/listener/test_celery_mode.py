@@ -14,8 +14,9 @@ from pathlib import Path
 import pydicom
 
 from tests.dicom_factory import TEST_PATIENT_ID, TEST_PATIENT_NAME
-from tests.listener.conftest import SCANNER_AE, audit, storescu, wait_for
+from tests.listener.conftest import SCANNER_AE, audit, storescu
 from tests.service.conftest import SESSION_QUEUE, clean_env, require_redis
+from tests.support.net import wait_for
 
 
 def test_listener_in_celery_mode_with_a_worker_subprocess(

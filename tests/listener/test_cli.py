@@ -15,7 +15,8 @@ import pydicom
 
 from tests.conftest import REPO_ROOT
 from tests.dicom_factory import TEST_PATIENT_ID, TEST_PATIENT_NAME
-from tests.listener.conftest import SCANNER_AE, echoscu, storescu, wait_for
+from tests.listener.conftest import SCANNER_AE, echoscu, storescu
+from tests.support.net import wait_for
 
 STARTED_RE = re.compile(r"parotid-seg listen: \S+ on [\d.]+:(\d+)")
 

@@ -17,13 +17,12 @@ from tests.listener.conftest import (
     LISTENER_AE,
     SCANNER_AE,
     audit,
-    free_port,
     jobs_for_series,
     read_json,
     run_tool,
     storescu,
-    wait_for,
 )
+from tests.support.net import free_port, wait_for
 
 PHI_STRINGS = [TEST_PATIENT_NAME, TEST_PATIENT_ID, *TEST_PATIENT_NAME.split("^")]
 

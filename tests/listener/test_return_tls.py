@@ -11,7 +11,8 @@ from pydicom.uid import RTStructureSetStorage
 
 from service.listener.delivery import DeliveryError, Destination, send_rtstruct
 from service.listener.settings import load_settings
-from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, run_tool, self_signed_cert, wait_for
+from tests.listener.conftest import LISTENER_AE, SCANNER_AE, audit, run_tool, self_signed_cert
+from tests.support.net import wait_for
 
 
 def _tls_peer(storescp_factory, server: tuple[Path, Path], client_cert: Path | None):

@@ -18,8 +18,8 @@ from tests.listener.conftest import (
     echoscu,
     self_signed_cert,
     storescu,
-    wait_for,
 )
+from tests.support.net import wait_for
 
 
 def associate(port: int, calling_ae: str = SCANNER_AE):

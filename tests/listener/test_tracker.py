@@ -132,3 +132,27 @@ def test_recovered_undispatched_series_waits_like_an_aborted_one():
     clock.now += 100
     assert t.poll() == ([], [])
     assert t.counts() == {"series_pending": 1, "series_finished": 1}
+
+
+def test_instance_handled_after_its_association_aborted_keeps_the_series_aborted():
+    """A C-STORE still in flight when the connection drops is reported after the association ended: it must not
+    re-open the dead association (which would let the quiet time turn the fragment into a job)."""
+    clock = Clock()
+    t = make(clock)
+    send(t, 1, "1.1", 5)
+    t.association_ended(1, released=False)
+    send(t, 1, "1.1", 1, start=5)  # the in-flight instance, handled after the abort
+    clock.now += 599
+    assert t.poll() == ([], [])
+    clock.now += 2
+    ready, (expired,) = t.poll()
+    assert ready == [] and (expired.reason, expired.n_instances) == ("partial_timeout", 6)
+
+
+def test_first_instance_handled_after_its_association_aborted_is_a_fragment():
+    clock = Clock()
+    t = make(clock)
+    t.association_ended(7, released=False)
+    send(t, 7, "1.9", 1)
+    clock.now += 60
+    assert t.poll() == ([], [])

@@ -73,7 +73,7 @@ def _codes(report: QAReport) -> set[str]:
 def test_good_case_is_ok_with_hand_checked_numbers():
     r = _qa(_glands())
     assert r.status == "ok" and r.reasons == []
-    assert r.schema_version == "1.0"
+    assert r.schema_version == "1.1"
     g = r.glands["Parotid_L"]
     assert g.voxel_count == 1680 and g.volume_cc == pytest.approx(20.16)
     # voxel centres: k 15..24, j 42..53, i 59..72 -> mean 19.5, 47.5, 65.5
@@ -194,7 +194,7 @@ def test_json_round_trip_and_no_phi(tmp_path):
     text = path.read_text()
     assert QAReport.model_validate_json(text) == r
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert data["schema_version"] == "1.0" and data["status"] == "fail"
+    assert data["schema_version"] == "1.1" and data["status"] == "fail"
     assert TEST_PATIENT_NAME not in text and TEST_PATIENT_ID not in text
     assert [p.name for p in tmp_path.iterdir()] == ["qa.json"]  # no temp file left behind
 

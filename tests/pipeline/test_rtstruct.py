@@ -66,8 +66,7 @@ def test_dciodvfy_check_catches_an_invalid_file(tmp_path: Path) -> None:
     item = ds.ROIContourSequence[0].ContourSequence[0]
     values = [str(v) for v in item.ContourData]
     values[0] = "-12.3456789012345"
-    with pytest.warns(UserWarning, match="exceeds the maximum length"):
-        item.ContourData = values
+    item.ContourData = values  # pydicom's validation is off in the service (service/dicom_config.py): no warning
     del ds.ROIContourSequence[0].ReferencedROINumber
     bad = tmp_path / "bad.dcm"
     ds.save_as(bad)
@@ -186,6 +185,13 @@ def test_format_ds() -> None:
         assert float(s) == pytest.approx(v, abs=1e-6)
     assert format_ds(-0.0) == "0" and format_ds(-300.0) == "-300" and format_ds(-239.2578125) == "-239.2578125"
     assert format_ds(-296.70000000000005) == "-296.7"
+
+
+@pytest.mark.parametrize("v", [1e15 + 0.5, -1e15 - 4.0, 12345678901234.567])
+def test_format_ds_refuses_values_a_ds_cannot_hold(v) -> None:
+    """Issue 16: positions 1e15 mm away gave contours whose DS strings collapsed; never write such a coordinate."""
+    with pytest.raises(ValueError, match="cannot be represented"):
+        format_ds(v)
 
 
 def test_empty_roi_is_listed_without_contours(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.budget import CT_BYTES_PER_VOXEL
 from service.pipeline.series import load_series
 from tests import dicom_variants as dv
 from tests.conftest import load_sample_canonical, require_tool
@@ -256,8 +257,11 @@ def test_too_few_slices_and_too_large(tmp_path: Path) -> None:
     write_series(tmp_path, "HFS")
     rejected(tmp_path, ErrorCode.TOO_FEW_SLICES, "20 slice", "at least 40", min_slices=40)
     load_series(tmp_path, min_slices=20)
-    rejected(tmp_path, ErrorCode.TOO_LARGE, "20 x 24 x 32", "15359", max_voxels=20 * 24 * 32 - 1)
-    load_series(tmp_path, max_voxels=20 * 24 * 32)
+    need = 20 * 24 * 32 * CT_BYTES_PER_VOXEL
+    rejected(tmp_path, ErrorCode.TOO_LARGE, "20 x 24 x 32", "memory budget", memory_budget=need - 1)
+    load_series(tmp_path, memory_budget=need)
+    # the model grid counts too: a plan with a very fine grid needs far more than the CT itself
+    rejected(tmp_path, ErrorCode.TOO_LARGE, "model grid", model_spacing_mm_zyx=(0.1, 0.1, 0.1), memory_budget=need)
 
 
 # ---------------------------------------------------------------- real anatomy
@@ -272,3 +276,39 @@ def test_openkbp_sample_loads_back(sample_series_factory, position: str) -> None
     np.testing.assert_array_equal(volume.array_zyx, np.round(hu))  # stored as int16: equal within rounding
     np.testing.assert_allclose(volume.spacing_mm_zyx, spacing, atol=1e-4)
     np.testing.assert_allclose(volume.origin_lps, sample.origin_lps, atol=1e-3)
+
+
+def _respace(files: list[Path], pixel_mm: float | None = None, dz_mm: float | None = None, offset_mm: float = 0.0):
+    for k, f in enumerate(by_z(files)):
+        x, y, z = dv.position(f)
+        if dz_mm is not None:
+            z = ORIGIN[2] + k * dz_mm
+        values: dict = {"ImagePositionPatient": [f"{x + offset_mm:.16g}"[:16], f"{y:.16g}"[:16], f"{z:.16g}"[:16]]}
+        if pixel_mm is not None:
+            values["PixelSpacing"] = [str(pixel_mm), str(pixel_mm)]
+        dv.set_attrs(f, **values)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"pixel_mm": 1e6}, "Pixel Spacing"),
+        ({"pixel_mm": 20.0}, "Pixel Spacing"),
+        ({"pixel_mm": 0.001}, "Pixel Spacing"),
+        ({"dz_mm": 1e9}, "slice spacing"),
+        ({"dz_mm": 30.0}, "slice spacing"),
+        ({"offset_mm": 1e15}, "Image Position"),
+    ],
+)
+def test_physically_implausible_geometry_is_refused(tmp_path: Path, change, named) -> None:
+    """Issue 16: 1e6 mm pixels or slices 1e9 mm apart ended as MemoryError, 20 mm pixels ran for minutes, positions
+    1e15 mm away wrote collapsed contour coordinates."""
+    files, _ = write_series(tmp_path, "HFS")
+    _respace(files, **change)
+    rejected(tmp_path, ErrorCode.IMPLAUSIBLE_GEOMETRY, named, "implausible")
+
+
+def test_plausible_extremes_still_load(tmp_path: Path) -> None:
+    files, _ = write_series(tmp_path, "HFS")
+    _respace(files, pixel_mm=4.9, dz_mm=10.0, offset_mm=5000.0)
+    load_series(tmp_path)

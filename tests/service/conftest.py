@@ -3,12 +3,9 @@ two API keys, an embedded-mode API client, and ``require_redis()`` (skips locall
 
 from __future__ import annotations
 
-import io
 import os
-import socket
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +14,7 @@ import pytest
 
 from tests.conftest import missing
 from tests.dicom_factory import write_ct_series
+from tests.support.zips import zip_files
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_TEST_DB = 13  # not the default DB: tests never touch other users' keys
@@ -39,12 +37,6 @@ def require_redis() -> str:
     except Exception:
         missing(f"Redis at {REDIS_HOST}:{REDIS_PORT} (.ci/run starts one)")
     return url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def auth(key: str) -> dict[str, str]:
@@ -76,11 +68,7 @@ class Series:
         return [("files", (p.name, p.read_bytes(), "application/dicom")) for p in self.files]
 
     def zip_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for p in self.files:
-                zf.write(p, f"series/{p.name}")
-        return buf.getvalue()
+        return zip_files(self.files)
 
 
 def write_phantom_series(folder: Path, **kwargs) -> Series:

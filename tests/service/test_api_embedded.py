@@ -37,11 +37,17 @@ def test_job_end_to_end_idempotent_and_isolated(embedded_client, ct_series, capl
     png = client.get(done["links"]["preview"], headers=auth(KEY_ALICE))
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    unc = client.get(done["links"]["uncertainty"], headers=auth(KEY_ALICE))
+    assert unc.status_code == 200 and unc.headers["content-type"] == "application/gzip"
+    assert unc.content[:2] == b"\x1f\x8b" and done["links"]["uncertainty"].endswith("/uncertainty.nii.gz")
+    assert set(done["qa_glands"]) == {"Parotid_L", "Parotid_R"}
+    assert all(g["status"] == "ok" and g["flags"] == [] for g in done["qa_glands"].values())
 
     # the inputs are deleted once the job ends; the outputs stay
     job_dir = client.app.state.jobs.store.job_path(job["id"])
     assert not (job_dir / "input").exists()
-    assert sorted(p.name for p in (job_dir / "output").iterdir()) == ["preview.png", "qa.json", "rtstruct.dcm"]
+    outputs = sorted(p.name for p in (job_dir / "output").iterdir())
+    assert outputs == ["preview.png", "qa.json", "rtstruct.dcm", "uncertainty.nii.gz"]
 
     # idempotency: the same series (as files or as a zip) and model -> the existing job, nothing recomputed
     again = client.post("/v1/jobs", files=ct_series.parts(), headers=auth(KEY_ALICE))

@@ -159,7 +159,7 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(celery_env, ct_series)
         record = store.get(job_id)
         assert record.completions == 1
         outputs = sorted(p.name for p in (store.job_path(job_id) / "output").iterdir())
-        assert outputs == ["preview.png", "qa.json", "rtstruct.dcm"]  # one RTSTRUCT, no partial files
+        assert outputs == ["preview.png", "qa.json", "rtstruct.dcm", "uncertainty.nii.gz"]  # no partial files
         assert client.get(done["links"]["rtstruct"], headers=auth(KEY_ALICE)).status_code == 200
     _wait_acked(settings.broker_url, settings.queue_name)  # acknowledged: it will not be delivered again
     second.kill(signal.SIGTERM)

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from tests.conftest import require_tool
-from tests.service.conftest import KEY_ALICE, auth, free_port, make_settings, write_phantom_series
+from tests.service.conftest import KEY_ALICE, auth, make_settings, write_phantom_series
+from tests.support.net import free_port
 
 
 class RedisServer:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import stat
-import zipfile
 from pathlib import Path
 
 import pydicom
@@ -13,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from tests.service.conftest import KEY_ALICE, auth, make_settings, write_phantom_series
+from tests.support.zips import zip_bytes
 
 
 @pytest.fixture
@@ -22,18 +21,6 @@ def client(tmp_path: Path, model_store: Path):
     )
     with TestClient(create_app(settings)) as c:
         yield c
-
-
-def _zip(entries: dict[str, bytes], *, symlink: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-        if symlink:
-            info = zipfile.ZipInfo(symlink)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, "/etc/passwd")
-    return buf.getvalue()
 
 
 def _post(client, files=None, data=None, **kw):
@@ -146,18 +133,18 @@ def test_unsafe_and_broken_archives(client, ct_series):
     def post_zip(data: bytes):
         return _post(client, files=[("files", ("upload.zip", data, "application/zip"))])
 
-    msg = _refused(post_zip(_zip({"ok/a.dcm": dcm, "../../evil.dcm": dcm})), 400, "UNSAFE_ARCHIVE")
+    msg = _refused(post_zip(zip_bytes({"ok/a.dcm": dcm, "../../evil.dcm": dcm})), 400, "UNSAFE_ARCHIVE")
     assert "'..'" in msg and "upload.zip" in msg
-    _refused(post_zip(_zip({"/etc/cron.d/x": dcm})), 400, "UNSAFE_ARCHIVE")
-    _refused(post_zip(_zip({"C:\\windows\\x.dcm": dcm})), 400, "UNSAFE_ARCHIVE")
-    _refused(post_zip(_zip({"a.dcm": dcm}, symlink="link.dcm")), 400, "UNSAFE_ARCHIVE")
-    bomb = _zip({"zeros.dcm": b"\0" * (4 * 2**20)})  # 4 MiB of zeros -> a few KiB: ratio ~1000 > 50
+    _refused(post_zip(zip_bytes({"/etc/cron.d/x": dcm})), 400, "UNSAFE_ARCHIVE")
+    _refused(post_zip(zip_bytes({"C:\\windows\\x.dcm": dcm})), 400, "UNSAFE_ARCHIVE")
+    _refused(post_zip(zip_bytes({"a.dcm": dcm}, symlink="link.dcm")), 400, "UNSAFE_ARCHIVE")
+    bomb = zip_bytes({"zeros.dcm": b"\0" * (4 * 2**20)})  # 4 MiB of zeros -> a few KiB: ratio ~1000 > 50
     msg = _refused(post_zip(bomb), 400, "UNSAFE_ARCHIVE")
     assert "zip bomb" in msg
-    big = _zip({f"r{n}.bin": bytes(range(256)) * 4096 * 3 for n in range(12)})  # 12 x 3 MiB > 8 MiB limit
+    big = zip_bytes({f"r{n}.bin": bytes(range(256)) * 4096 * 3 for n in range(12)})  # 12 x 3 MiB > 8 MiB limit
     _refused(post_zip(big), 413, "UPLOAD_TOO_LARGE")
     _refused(post_zip(b"PK\x03\x04" + b"\x00garbage" * 50), 400, "BAD_ARCHIVE")
-    many = _zip({f"f{n}.dcm": b"x" for n in range(61)})
+    many = zip_bytes({f"f{n}.dcm": b"x" for n in range(61)})
     _refused(post_zip(many), 413, "TOO_MANY_FILES")
     _store_empty(client)
 
@@ -205,7 +192,8 @@ def test_reference_rtstruct_is_used_and_a_mismatched_one_fails_the_job(client, c
     assert mismatch.status_code == 202
     failed = wait_for_job(client, mismatch.json()["id"], KEY_ALICE)
     assert failed["state"] == "failed" and failed["error"]["code"] == "BAD_REFERENCE", failed
-    assert "'clinical_rs.dcm'" in failed["error"]["message"]
+    # the stored name, not the uploaded one: upload names (often patient names) are not kept with a job (issue 16)
+    assert "reference.dcm" in failed["error"]["message"] and "clinical_rs" not in failed["error"]["message"]
     assert str(client.app.state.settings.job_dir) not in failed["error"]["message"]
     r = client.get(failed["links"]["rtstruct"], headers=auth(KEY_ALICE))
     assert r.status_code == 409 and r.json()["error"]["code"] == "JOB_NOT_SUCCEEDED"

@@ -195,3 +195,29 @@ def test_card_of_a_dicom_retrained_bundle_names_the_clinic_data_not_openkbp(tmp_
     assert "Fine-tuned from parotid-unet3d:1.1.0" in card and "OpenKBP `train-pats`, 160 patients" in card
     assert "OpenKBP's coarse resolution" not in card and "Trained on 41 patients" in card
     assert "Not yet evaluated" in card
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_make_evaluate_leaves_the_shipped_bundle_byte_identical(tmp_path: Path) -> None:
+    """The promoted bundle, evaluated by `make evaluate`'s command on two sample patients in OpenKBP format."""
+    from service.model_bundle import resolve_bundle
+    from tests.training.test_contract import write_openkbp_csv
+
+    bundle = resolve_bundle(None).path
+    before = _bundle_files(bundle)
+    data = tmp_path / "validation-pats"
+    for patient in ("pt_201", "pt_202"):
+        write_openkbp_csv(patient, data / patient)
+    cmd = _make_command("evaluate", BUNDLE=str(bundle), VAL_DIR=str(data), EVAL_OUT=str(tmp_path / "e"))
+    proc = _run(cmd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary["n_patients"] == 2 and summary["cohort"]["n_glands"] == 4
+    assert _bundle_files(bundle) == before
+    # asked to update from these two patients (not its selection split): refused, still untouched
+    refused = _run(
+        _make_command("evaluate-update", BUNDLE=str(bundle), VAL_DIR=str(data), EVAL_OUT=str(tmp_path / "u"))
+    )
+    assert refused.returncode == 2 and "--update-bundle refused" in refused.stderr
+    assert _bundle_files(bundle) == before

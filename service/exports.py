@@ -1,0 +1,106 @@
+"""Optional outputs for research pipelines, from the same masks as the RTSTRUCT: a DICOM SEG and NIfTI masks.
+
+- **DICOM SEG** (Segmentation IOD, binary, one segment per gland, built by highdicom from the CT's own headers):
+  the masks go in as a ``highdicom.Volume`` whose affine is the canonical grid's (``service.pipeline.volume``), so
+  highdicom places each frame by its position in the CT's Frame of Reference whatever the patient position.
+  Segmented property: SCT 45289007 "Parotid gland" (category SCT 91723000 "Anatomical Structure"); the segment
+  label is the TG-263 name; algorithm type AUTOMATIC, family "Artificial Intelligence", named after the bundle.
+- **NIfTI** (``<prefix>_<gland>.nii.gz``, uint8 0/1), written by :func:`service.review.nifti.nifti_bytes`: RAS+
+  voxel order with a diagonal affine, the layout the review workstation and ``training.data.nifti`` read, so a
+  viewer overlays them on the CT in place.
+
+Both are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.fileio import default_file_mode, write_atomic
+from service.pipeline.volume import Volume
+
+
+def canonical_affine_lps(ct: Volume) -> np.ndarray:
+    """4x4 affine from canonical (k, j, i) indices to LPS mm."""
+    sz, sy, sx = ct.spacing_mm_zyx
+    ox, oy, oz = ct.origin_lps
+    return np.array([[0, 0, sx, ox], [0, sy, 0, oy], [sz, 0, 0, oz], [0, 0, 0, 1]], dtype=np.float64)
+
+
+def build_seg(
+    ct: Volume, masks: dict[str, np.ndarray], *, model_name: str, model_version: str, software: str
+) -> Any:  # highdicom.seg.Segmentation
+    """A highdicom Segmentation of ``masks`` (gland -> bool array on ``ct``'s grid, non-overlapping)."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    if ct.info is None or not ct.info.source_files:
+        raise ValueError("a DICOM SEG needs the CT's source files (a Volume read by load_series)")
+    names = list(masks)
+    labels = np.zeros(ct.shape_zyx, dtype=np.uint8)
+    for i, name in enumerate(names, 1):
+        labels[np.asarray(masks[name], dtype=bool)] = i
+    volume = hd.Volume(
+        labels,
+        canonical_affine_lps(ct),
+        coordinate_system="PATIENT",
+        frame_of_reference_uid=ct.info.frame_of_reference_uid,
+    )
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_name, version=model_version, family=codes.cid7162.ArtificialIntelligence
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=i,
+            segment_label=name,
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=codes.SCT.ParotidGland,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for i, name in enumerate(names, 1)
+    ]
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in ct.info.source_files]
+    return hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=volume,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=902,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="parotid-seg",
+        manufacturer_model_name=f"{model_name} {model_version}"[:64],
+        software_versions=software,
+        device_serial_number="none",
+        series_description=f"{model_name} {model_version} research use only"[:64],
+    )
+
+
+def write_seg(path: Path, ct: Volume, masks: dict[str, np.ndarray], *, model_name: str, model_version: str) -> None:
+    from io import BytesIO
+
+    from service.pipeline.rtstruct import _package_version
+
+    seg = build_seg(ct, masks, model_name=model_name, model_version=model_version, software=_package_version())
+    buf = BytesIO()
+    seg.save_as(buf, enforce_file_format=True)
+    write_atomic(Path(path), buf.getvalue(), mode=default_file_mode())
+
+
+def write_nifti_masks(prefix: Path, ct: Volume, masks: dict[str, np.ndarray]) -> list[Path]:
+    """``<prefix>_<gland>.nii.gz`` per gland (uint8 0/1, the review workstation's NIfTI layout); returns the paths."""
+    from service.review.nifti import nifti_bytes
+
+    paths = []
+    for name, mask in masks.items():
+        path = Path(f"{prefix}_{name}.nii.gz")
+        data = nifti_bytes(np.asarray(mask, dtype=np.uint8), ct.spacing_mm_zyx, ct.origin_lps)
+        write_atomic(path, data, mode=default_file_mode())
+        paths.append(path)
+    return paths
