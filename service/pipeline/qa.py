@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from service.fileio import write_atomic
 from service.pipeline import metrics
-from service.pipeline.postprocess import GlandMask
+from service.pipeline.postprocess import GlandMask, mask_indices
 from service.pipeline.qa_calibration import QACalibration
 from service.pipeline.qa_perturb import MemberPrediction
 from service.pipeline.qa_reference import compare_reference, find_reference, reference_flags
@@ -92,7 +92,7 @@ def _gland_qa(ct: Volume, gland: GlandMask, th: QAThresholds, flags: list[QAFlag
     if count == 0:
         raised.append(QAFlag(severity="fail", code="empty_gland", gland=name, message=f"{name} is empty"))
     else:
-        kji = np.argwhere(mask)
+        kji = mask_indices(mask)  # np.argwhere inside the gland's box
         centroid = _xyz(ct.index_to_lps(kji.mean(axis=0)))
         lo = _xyz(ct.index_to_lps(kji.min(axis=0)))
         hi = _xyz(ct.index_to_lps(kji.max(axis=0)))
