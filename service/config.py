@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     job_dir: Path = Field(default=Path("var/jobs"), description="job store root (shared by the API and every worker)")
     model_store: Path = Field(default=DEFAULT_STORE, description="model bundles: <store>/<name>/<version>/")
     default_model: str | None = Field(default=None, description="NAME[:VERSION] used when a request names none")
+    # read where the network loads (service.runtimes.requested_runtime, inherited by every worker process);
+    # declared here so that a wrong value is refused at start-up
+    runtime: Literal["auto", "tensorflow", "openvino", "onnxruntime"] = Field(
+        default="auto",
+        description="network runtime (service.runtimes); openvino: same masks, well under half the memory",
+    )
     retention_s: int = Field(default=7 * 86400, ge=60, description="delete jobs this long after they end")
     cleanup_interval_s: int = Field(default=300, ge=1, le=86400)
     min_free_disk_bytes: int = Field(default=1 * GiB, ge=0, description="free space needed for new jobs")

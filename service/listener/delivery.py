@@ -207,15 +207,6 @@ class DeliveryQueue:
         with self._cv:
             return len(self._queued)
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block until no delivery is pending (tests, shutdown); True if idle."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.pending() == 0:
-                return True
-            time.sleep(0.05)
-        return self.pending() == 0
-
     # --- internals
     def _push(self, d: Delivery, delay_s: float) -> None:
         with self._cv:

@@ -36,6 +36,7 @@ class JobView:
     rtstruct_path: Path | None = None
     error_code: str | None = None
     error_message: str | None = None
+    qa_status: str | None = None  # ok / review / fail once succeeded
 
     @property
     def done(self) -> bool:
@@ -122,7 +123,9 @@ class ServiceJobBackend:
             return JobView(job_id, JobState.FAILED, error_code=ErrorCode.JOB_NOT_FOUND, error_message="job deleted")
         rtstruct = self.service.output_path(job_id, "rtstruct") if rec.state == JobState.SUCCEEDED else None
         err = rec.error
-        return JobView(job_id, rec.state, rtstruct, err.code if err else None, err.message if err else None)
+        return JobView(
+            job_id, rec.state, rtstruct, err.code if err else None, err.message if err else None, rec.qa_status
+        )
 
     def maintenance(self) -> None:
         """The service's retention clean-up every PAROTID_CLEANUP_INTERVAL_S, as ``parotid-seg serve`` does, so a

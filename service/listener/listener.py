@@ -44,6 +44,17 @@ class ActiveJob:
     destination: Destination | None
     review_before_send: bool = False  # the peer's RTSTRUCT waits for approval (service.listener.review_hold)
     redelivery: str = ""  # non-empty: the series was sent again, its existing result goes out again (on_resend)
+    qa_hold: str = "fail"  # the peer's QA delivery policy (PeerConfig.qa_hold): none, fail or review
+
+
+_QA_RANK = {"ok": 0, "review": 1, "fail": 2}
+
+
+def held_for_qa(qa_status: str | None, policy: str) -> bool:
+    """True when a result with ``qa_status`` must wait for review under the peer's ``qa_hold`` policy."""
+    if policy == "none" or qa_status not in _QA_RANK:
+        return False
+    return _QA_RANK[qa_status] >= _QA_RANK[policy]
 
 
 def resolve_destination(settings: ListenerSettings, origin: Origin) -> Destination | None:
@@ -201,6 +212,7 @@ class Listener:
             resolve_destination(self.settings, r.origin),
             review_before_send=bool(peer and peer.review_before_send),
             redelivery=uuid.uuid4().hex[:12] if sub.existing and on_resend == "redeliver" else "",
+            qa_hold=peer.qa_hold if peer else "fail",
         )
         ignored = sub.existing and on_resend == "ignore"  # nothing goes back (a first send still running is followed)
         if not ignored:
@@ -248,6 +260,8 @@ class Listener:
         if view.state == "succeeded" and job.destination is not None and view.rtstruct_path is not None:
             if job.review_before_send:
                 self.holds.hold(job)
+            elif held_for_qa(view.qa_status, job.qa_hold):
+                self.holds.hold(job, reason=f"QA {view.qa_status} (peer policy: hold {job.qa_hold})")
             else:
                 self.delivery.enqueue(
                     job.job_id, job.series_uid, view.rtstruct_path, job.destination, redelivery=job.redelivery
@@ -292,15 +306,13 @@ class Listener:
                     dest,
                     bool(d.get("review_before_send", False)),
                     str(d.get("redelivery", "")),
+                    str(d.get("qa_hold", "fail")),
                 )
             except (ValueError, KeyError, TypeError):
                 f.unlink(missing_ok=True)
         self.holds.recover(ActiveJob)
 
     # ------------------------------------------------------------------ introspection (tests, health)
-    def active_jobs(self) -> list[str]:
-        return list(self._active)
-
     def idle(self) -> bool:
         """Nothing pending anywhere: no open association, no series waiting, no job followed, no delivery."""
         return (

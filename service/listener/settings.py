@@ -53,6 +53,9 @@ class PeerConfig(BaseModel):
     return_port: int | None = Field(None, ge=1, le=65535)
     return_tls: bool = False
     review_before_send: bool = False
+    # QA delivery policy: hold results whose QA status is at least this until a reviewer approves them (the same
+    # hold as review_before_send); "none" delivers every result. Default: a QA `fail` is never sent unreviewed.
+    qa_hold: Literal["none", "fail", "review"] = "fail"
     on_resend: Literal["redeliver", "ignore", "recompute"] = "redeliver"
 
     @field_validator("ae_title", "return_ae_title")

@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from service.fileio import atomic_write
 from service.pipeline.metrics import volume_cc
+from service.pipeline.postprocess import bounding_box, mask_indices
 from service.pipeline.structures import StructureTemplate, hex_color
 from service.pipeline.volume import Volume
 
@@ -112,9 +113,14 @@ def _panel(
         aspect="equal",
     )
     for mask2d, color in outlines:
-        if mask2d.any():
-            up = np.repeat(np.repeat(mask2d.astype(np.float32), _UPSAMPLE, axis=0), _UPSAMPLE, axis=1)
-            ax.contour(h_up, v_up, up, levels=[0.5], colors=[color], linewidths=1.3)
+        # contour only around the outline (1 voxel of margin): the same lines, far less work
+        box = bounding_box(mask2d)
+        if box is not None:
+            rows, cols = box
+            up = np.repeat(np.repeat(mask2d[box].astype(np.float32), _UPSAMPLE, axis=0), _UPSAMPLE, axis=1)
+            h = h_up[cols.start * _UPSAMPLE : cols.stop * _UPSAMPLE]
+            v = v_up[rows.start * _UPSAMPLE : rows.stop * _UPSAMPLE]
+            ax.contour(h, v, up, levels=[0.5], colors=[color], linewidths=1.3)
     ax.set_xlim(h_range)
     ax.set_ylim((v_hi, v_lo) if v_down else (v_lo, v_hi))
     ax.tick_params(labelsize=7)
@@ -220,14 +226,17 @@ def write_preview(
     rows: list[tuple[str, tuple[int, int, int]]] = []
     for name, m in masks.items():
         if m.any():
-            c = np.rint(np.argwhere(m).mean(axis=0)).astype(int)
+            c = np.rint(mask_indices(m).mean(axis=0)).astype(int)
             rows.append((f"{name} centroid", (int(c[0]), int(c[1]), int(c[2]))))
     if not rows:
         rows.append(("grid centre (no gland)", tuple(s // 2 for s in ct.shape_zyx)))  # type: ignore[arg-type]
 
-    fig = Figure(figsize=(13.5, 4.6 * len(rows) + 1.0), dpi=100, facecolor="white", layout="constrained")
+    # a fixed layout (margins in inches): a layout engine would draw the whole figure twice to measure it
+    height = 4.6 * len(rows) + 1.0
+    fig = Figure(figsize=(13.5, height), dpi=100, facecolor="white")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), 3, squeeze=False)
+    grid = {"left": 0.05, "right": 0.99, "bottom": 0.45 / height, "top": 1.0 - 1.0 / height, "wspace": 0.25}
+    axes = fig.subplots(len(rows), 3, squeeze=False, gridspec_kw={**grid, "hspace": 0.7 / 4.6})
     drawn, drawn_colours = dict(masks), dict(hex_colors)
     band = None
     if uncertainty_zyx is not None and uncertainty_zyx.shape == ct.shape_zyx:
@@ -245,13 +254,15 @@ def write_preview(
             Line2D([], [], color=UNCERTAIN_COLOUR, linewidth=2.5, label=f"uncertainty >= {UNCERTAIN_LEVEL:g} (QA)")
         )
     if handles:
-        fig.legend(handles=handles, loc="outside upper right", fontsize=10, frameon=True)
+        fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1.0), fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"
     fig.suptitle(
         f"{heading}\nsoft-tissue window W400/L40 · radiological view · research use, review every contour",
         fontsize=11,
         x=0.01,
+        y=1.0 - 0.08 / height,
         ha="left",
+        va="top",
     )
 
     with atomic_write(path) as fh:

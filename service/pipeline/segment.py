@@ -3,6 +3,10 @@
 load_series -> preprocess -> infer -> postprocess -> RTSTRUCT + QA + preview. Input is validated (and the
 reference RTSTRUCT read) before anything is written; the outputs are written under temporary names and renamed
 only when all of them are complete, so a rejected input never leaves a file behind.
+
+Imports: only what reading and checking the input needs is imported with this module; the numerical stages,
+the QA and the writers are imported once the input has been accepted, so that a rejection (e.g. from the CLI)
+answers without paying for SciPy, Matplotlib or a network runtime.
 """
 
 from __future__ import annotations
@@ -11,23 +15,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, resolve_bundle
-from service.pipeline.infer import probabilities_to_ct_grid
-from service.pipeline.postprocess import GlandMask, postprocess
-from service.pipeline.preprocess import preprocess_volume, resample_back
-from service.pipeline.qa import QAReport, QAThresholds, build_qa, write_qa_json
-from service.pipeline.qa_calibration import load_calibration
-from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, predict_with_members
-from service.pipeline.qa_verdict import rtstruct_texts
-from service.pipeline.rtstruct import write_rtstruct
-from service.pipeline.rtstruct_read import read_rtstruct_masks
+from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, read_plan, resolve_bundle
 from service.pipeline.series import load_series
 from service.pipeline.stages import PROGRESS_AT, Progress, Stage, StageTimer
 from service.pipeline.structures import DEFAULT_TEMPLATE, StructureTemplate
 from service.pipeline.volume import Volume
+
+if TYPE_CHECKING:
+    from service.pipeline.postprocess import GlandMask
+    from service.pipeline.qa import QAReport, QAThresholds
 
 
 @dataclass
@@ -57,17 +57,28 @@ def run_segmentation(
     calibration's list (the built-in default without one), ``()`` = none. They never change the contours."""
     timer = StageTimer(progress)
     ref = resolve_bundle(model, store)
-    with timer.stage(Stage.LOAD_MODEL):
-        loaded = load_bundle(ref)
-    plan = loaded.plan
+    # the input is checked (and the reference read) before the network is loaded: a rejection answers at once
+    plan = read_plan(ref)
     with timer.stage(Stage.READ):
         ct = load_series(
             inputs, series_uid=series_uid, min_slices=plan.min_slices, model_spacing_mm_zyx=plan.spacing_mm_zyx
         )
     ref_masks = None
     if reference is not None:
+        from service.pipeline.rtstruct_read import read_rtstruct_masks
+
         with timer.stage(Stage.READ_REFERENCE):
             ref_masks = read_rtstruct_masks(reference, ct, list(plan.labels[1:]), require_all=False)
+    with timer.stage(Stage.LOAD_MODEL):
+        loaded = load_bundle(ref)
+    plan = loaded.plan
+    from service.pipeline.gland_boxes import clean_glands, gland_probabilities
+    from service.pipeline.infer import probabilities_to_ct_grid
+    from service.pipeline.preprocess import preprocess_volume, resample_back
+    from service.pipeline.qa import build_qa
+    from service.pipeline.qa_calibration import load_calibration
+    from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, predict_with_members
+
     with timer.stage(Stage.PREPROCESS):
         x = preprocess_volume(ct, plan)
     calibration = load_calibration(ref.path)
@@ -79,7 +90,13 @@ def run_segmentation(
         probs = probabilities_to_ct_grid(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx)
         uncertainty = resample_back(members.uncertainty_zyx, plan.spacing_mm_zyx, ct.spacing_mm_zyx, ct.shape_zyx)
     with timer.stage(Stage.POSTPROCESS):
-        glands = postprocess(probs, plan.labels, plan.background_weight)
+        # argmax and clean-up inside each gland's box (the whole grid's masks: tests/pipeline/test_gland_boxes.py);
+        # the whole-grid probabilities above are for the QA's signals only
+        glands = clean_glands(
+            gland_probabilities(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx),
+            plan.background_weight,
+            ct.shape_zyx,
+        )
     with timer.stage(Stage.QA):
         qa = build_qa(
             ct,
@@ -114,6 +131,9 @@ def write_outputs(
 
     ROI names and colours come from ``structures`` (default: TG-263 names, the default colours) for all of them."""
     from service.pipeline.preview import write_preview
+    from service.pipeline.qa import write_qa_json
+    from service.pipeline.qa_verdict import rtstruct_texts
+    from service.pipeline.rtstruct import write_rtstruct
 
     ref = result.model.ref
     template = structures or DEFAULT_TEMPLATE

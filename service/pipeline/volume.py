@@ -58,9 +58,3 @@ class Volume:
         sz, sy, sx = self.spacing_mm_zyx
         ox, oy, oz = self.origin_lps
         return np.stack([ox + kji[..., 2] * sx, oy + kji[..., 1] * sy, oz + kji[..., 0] * sz], axis=-1)
-
-    def with_array(self, array_zyx: np.ndarray) -> Volume:
-        """Same grid and provenance, another array (e.g. a mask)."""
-        if tuple(array_zyx.shape) != self.shape_zyx:
-            raise ValueError(f"shape {array_zyx.shape} != grid {self.shape_zyx}")
-        return Volume(array_zyx, self.spacing_mm_zyx, self.origin_lps, self.info)
