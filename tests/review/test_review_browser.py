@@ -259,6 +259,10 @@ def test_review_correct_approve_and_send(stack, tmp_path: Path):
     ActionChains(driver).send_keys("1", "0").perform()
     assert driver.execute_script(nv_state)[2:] == [-160, 1]
 
+    # --- the QA stage's uncertainty map as an overlay
+    driver.find_element(By.CSS_SELECTOR, "#overlays input[data-overlay=uncertainty]").click()
+    wait_until(lambda: driver.execute_script("return window.reviewApp.viewer.nv.volumes.length") == 2, 20, "overlay")
+
     # --- approve (an HTTP job: nothing is sent, and the confirmation says so)
     _decide(driver, "approve", "Nothing is sent")
     assert case.decision().decision == "approved" and case.decision().revision == 1
