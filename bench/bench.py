@@ -25,14 +25,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.data import CLINICAL, QUICK, resampled_volume, write_series
+from bench.data import CLINICAL, QUICK, QUICK_SIZES, SIZES, resampled_volume, write_series
 from bench.report import markdown, summarize_runs, update_doc
-from bench.runs import ModelChoice, measure_read, run_cli, run_service, run_throughput
+from bench.runs import ModelChoice, measure_read, run_cli, run_probe, run_rejection, run_service, run_throughput
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
 STANDIN = ("standin-residual-unet", "0.0.0-untrained")
-PARTS = ("read", "cli", "embedded", "celery", "throughput")
+PARTS = ("read", "reject", "cli", "embedded", "celery", "throughput", "sizes")
+RUNTIMES = ("tensorflow", "openvino")
 
 
 def choose_model(store: Path | None, spec: str | None, work: Path) -> ModelChoice:
@@ -96,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="NAME[:VERSION] (default: the promoted bundle)")
     p.add_argument("--patient", default="pt_201", help="OpenKBP sample patient (default pt_201)")
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument(
+        "--runtimes",
+        default=",".join(RUNTIMES),
+        help="network runtimes measured side by side on the CLI, embedded and size paths (PAROTID_RUNTIME values; "
+        "Celery and throughput use the service default)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON and Markdown results")
     p.add_argument("--work", type=Path, help="work folder (default: a new temporary folder, removed at the end)")
     args = p.parse_args(argv)
@@ -134,26 +141,49 @@ def main(argv: list[str] | None = None) -> int:
         if "read" in parts:
             result["read"] = measure_read(series, repeats=max(repeats, 3))
             log(f"read: {result['read']}")
-        if "cli" in parts:
-            runs = [run_cli(series, model, work / f"cli{n}", f"cli {n + 1}") for n in range(repeats)]
-            result["cli"] = {
+        runtimes = [r for r in args.runtimes.split(",") if r]
+        result["runtimes"] = runtimes
+        if "reject" in parts:
+            result["reject"] = run_rejection(work / "reject", model, repeats=max(repeats, 3))
+            log(f"reject: {result['reject']}")
+        for rt in runtimes if "cli" in parts else []:
+            runs = [run_cli(series, model, work / f"cli-{rt}{n}", f"cli {rt} {n + 1}", rt) for n in range(repeats)]
+            result[f"cli:{rt}"] = {
                 "runs": runs,
                 "summary": summarize_runs(runs),
                 "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
             }
-            log(f"cli: {result['cli']['summary']['latency_s']}")
-        for kind in ("embedded", "celery"):
-            if kind in parts:
-                res = run_service(
-                    series, model, work / kind, celery=kind == "celery", repeats=repeats, zip_upload=kind == "embedded"
-                )
-                res["summary"] = summarize_runs(res["runs"])
-                result[kind] = res
-                log(f"{kind}: {res['summary']['latency_s']}, cold {res['cold']['latency_s']} s")
+            log(f"cli {rt}: {result[f'cli:{rt}']['summary']['latency_s']}")
+        for rt in runtimes if "embedded" in parts else []:
+            res = run_service(
+                series,
+                model,
+                work / f"embedded-{rt}",
+                celery=False,
+                repeats=repeats,
+                zip_upload=rt == runtimes[0],
+                runtime=rt,
+            )
+            res["summary"] = summarize_runs(res["runs"])
+            result[f"embedded:{rt}"] = res
+            log(f"embedded {rt}: {res['summary']['latency_s']}, cold {res['cold']['latency_s']} s")
+        if "celery" in parts:
+            res = run_service(series, model, work / "celery", celery=True, repeats=repeats, zip_upload=False)
+            res["summary"] = summarize_runs(res["runs"])
+            result["celery"] = res
+            log(f"celery: {res['summary']['latency_s']}, cold {res['cold']['latency_s']} s")
         if "throughput" in parts:
             copies = [series] + [write_series(work / f"copy{n}", grid, args.patient, volume) for n in range(1, n_jobs)]
             result["throughput"] = run_throughput(copies, model, work / "throughput", [1, 2])
             log(f"throughput: {result['throughput']}")
+        if "sizes" in parts:
+            result["sizes"] = []
+            for label, size_grid in (QUICK_SIZES if args.quick else SIZES).items():
+                s_series = series if size_grid == grid else write_series(work / "size", size_grid, args.patient)
+                for rt in runtimes:
+                    probe = run_probe(s_series, model, rt, repeats)
+                    result["sizes"].append({"grid": label, "input": s_series.describe(), **probe})
+                    log(f"size {label} {rt}: {probe['latency_s']} s, {probe['peak_rss_bytes'] / 2**20:.0f} MiB")
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

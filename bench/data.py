@@ -29,6 +29,13 @@ class GridSpec:
 
 CLINICAL = GridSpec()
 QUICK = GridSpec(rows=128, pixel_mm=3.0, slice_mm=5.0)
+# latency and memory against input size: 128^2 x 96 at 4 mm, the clinical 512^2 x 154, a thin-slice 512^2 x 308
+SIZES = {
+    "128^2 at 4 mm": GridSpec(128, 4.0, 4.0),
+    "512^2 at 2.5 mm": CLINICAL,
+    "512^2 at 1.25 mm": GridSpec(512, 1.0, 1.25),
+}
+QUICK_SIZES = {"128^2 at 5 mm": GridSpec(128, 4.0, 5.0), "128^2 at 3 mm": QUICK}
 
 
 @dataclass(frozen=True)

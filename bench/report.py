@@ -14,6 +14,10 @@ from service.pipeline.stages import TIMED_STAGES, Stage
 STAGES = tuple(str(s) for s in TIMED_STAGES)
 
 
+_COLUMNS = tuple(k for k in STAGES if k != Stage.READ_REFERENCE)  # the benchmark series come without a reference
+_TITLES = {"load_model": "load model", "resample_back": "resample back", "rtstruct": "RTSTRUCT", "qa": "QA"}
+
+
 def spread(values: list[float]) -> dict:
     """median, min, max and n of ``values`` (empty -> {})."""
     if not values:
@@ -66,36 +70,32 @@ def markdown(result: dict) -> str:
         + ("" if model["real"] else f" ({model['note']})")
         + ".",
         "",
-        "| path | runs | latency s, median (min-max) | load model | read | preprocess | model | resample back "
-        "| postprocess | RTSTRUCT | preview | other | model / latency | peak RSS of the worker |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| path | runs | latency s, median (min-max) | "
+        + " | ".join(_TITLES.get(k, k.replace("_", " ")) for k in _COLUMNS)
+        + " | other | model / latency | peak RSS of the worker |",
+        "|" + " --- |" * (len(_COLUMNS) + 6),
     ]
-    for key, title in (
-        ("cli", "CLI `parotid-seg segment` (new process)"),
-        ("embedded", "embedded service"),
-        ("celery", "Celery service (1 worker)"),
-    ):
+    paths = [(k, t) for k, t in (("cli", "CLI `parotid-seg segment` (new process)"), ("embedded", "embedded service"))]
+    rows = [(f"{k}:{rt}", f"{t}, {rt}") for k, t in paths for rt in result.get("runtimes", [])]
+    rows += [("cli", paths[0][1]), ("embedded", paths[1][1]), ("celery", "Celery service (1 worker, default runtime)")]
+    for key, title in rows:
         if key not in result:
             continue
         s = result[key]["summary"]
         st = s["stages_s"]
-        cells = [
-            _fmt(st.get(k, {}))
-            for k in STAGES
-            if k != Stage.READ_REFERENCE  # the benchmark series come without a reference
-        ]
+        cells = [_fmt(st.get(k, {})) for k in _COLUMNS]
         lines.append(
             f"| {title} | {s['latency_s']['n']} | {_fmt(s['latency_s'])} | "
             + " | ".join(cells)
             + f" | {s.get('outside_stages_s', 0):.2f} | {s.get('model_over_latency', 0):.0%} | "
             f"{_mib(result[key]['peak_rss_bytes'])} |"
         )
-    for key in ("embedded", "celery"):
+    for key in [k for k in result if k.startswith("embedded")] + ["celery"]:
         if key in result:
             cold = result[key]["cold"]
             lines.append(
                 f"| {key}: first job (model load {cold['stages_s'].get(Stage.LOAD_MODEL, 0):.1f} s) | 1 | "
-                f"{cold['latency_s']:.2f} | " + " | ".join("" for _ in range(11)) + " |"
+                f"{cold['latency_s']:.2f} | " + " | ".join("" for _ in range(len(_COLUMNS) + 3)) + " |"
             )
     lines += [
         "",
@@ -104,12 +104,40 @@ def markdown(result: dict) -> str:
         "every 0.1 s), warm worker. *other* = latency minus the timed stages (CLI: start-up and imports; "
         "service: QA report, job records, queue hand-off).",
     ]
+    if "reject" in result:
+        r = result["reject"]
+        lines += [
+            "",
+            f"Rejected input (CLI, a 4-slice series, exit status 2 before any model load): {r['latency_s']:.2f} s "
+            f"(median of {r['runs']}), `{r['error']}`.",
+        ]
+    if result.get("sizes"):
+        lines += [
+            "",
+            "| input (pt_201 resampled) | grid z x y x x | MB | runtime | latency s | model s | everything else s "
+            "| model / latency | peak RSS |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for z in result["sizes"]:
+            i = z["input"]
+            model_s = z.get("model_s") or 0.0
+            lines.append(
+                f"| {z['grid']} | {i['slices']} x {i['rows']} x {i['columns']} | {i['bytes'] / 1e6:.0f} | "
+                f"{z['runtime']} | {z['latency_s']:.2f} | {model_s:.2f} | {z['not_model_s']:.2f} | "
+                f"{model_s / z['latency_s']:.0%} | {_mib(z['peak_rss_bytes'])} |"
+            )
+        lines += [
+            "",
+            "Size sweep: `bench.probe`, one fresh process per row (model loaded, one cold run, then the median of "
+            "the warm runs of the whole pipeline with RTSTRUCT, QA and preview written; no HTTP); peak RSS = the "
+            "process' VmHWM.",
+        ]
     if "throughput" in result:
         lines += ["", "| Celery workers | jobs | wall s | jobs / minute |", "| --- | --- | --- | --- |"]
         for t in result["throughput"]:
             lines.append(f"| {t['workers']} | {t['jobs']} | {t['wall_s']:.1f} | {t['jobs_per_min']:.2f} |")
     ingest = []
-    for key in ("embedded", "celery"):
+    for key in [k for k in result if k.startswith("embedded")] + ["celery"]:
         if key in result and result[key]["summary"].get("post_s"):
             s = result[key]["summary"]
             ingest.append(

@@ -7,6 +7,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from bench.data import SeriesOnDisk
 from bench.procs import PAROTID, Proc, base_env, free_port, new_api_key, start_redis, start_serve, start_worker
 
 JOB_TIMEOUT_S = 1800.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -49,7 +51,7 @@ def job_run(api: Api, series: SeriesOnDisk, label: str) -> dict:
     }
 
 
-def run_cli(series: SeriesOnDisk, model: ModelChoice, out: Path, label: str) -> dict:
+def run_cli(series: SeriesOnDisk, model: ModelChoice, out: Path, label: str, runtime: str | None = None) -> dict:
     """``parotid-seg segment`` as a fresh process (imports, model load and all stages), files already on disk."""
     out.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -69,7 +71,7 @@ def run_cli(series: SeriesOnDisk, model: ModelChoice, out: Path, label: str) -> 
         "--quiet",
     ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=base_env(runtime=runtime), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -137,10 +139,17 @@ class ServiceUnderTest:
 
 
 def run_service(
-    series: SeriesOnDisk, model: ModelChoice, work: Path, *, celery: bool, repeats: int, zip_upload: bool
+    series: SeriesOnDisk,
+    model: ModelChoice,
+    work: Path,
+    *,
+    celery: bool,
+    repeats: int,
+    zip_upload: bool,
+    runtime: str | None = None,
 ) -> dict:
     """One cold job (the worker loads the model), ``repeats`` warm jobs, optionally one upload as a zip."""
-    svc = ServiceUnderTest(work, model, celery)
+    svc = ServiceUnderTest(work, model, celery, runtime=runtime)
     try:
         if celery:
             svc.add_worker()
@@ -235,4 +244,49 @@ def measure_read(series: SeriesOnDisk, repeats: int) -> dict:
         "plain_read_mb_s": round(series.n_bytes / 1e6 / plain_s, 1),
         "load_series_mb_s": round(series.n_bytes / 1e6 / load_s, 1),
         "ratio": round(load_s / plain_s, 1),
+    }
+
+
+def run_probe(series: SeriesOnDisk, model: ModelChoice, runtime: str, repeats: int) -> dict:
+    """``bench.probe`` in a fresh process: warm pipeline latency (no HTTP), stage times and the process' peak RSS."""
+    argv = [sys.executable, "-m", "bench.probe", str(series.folder), "--runtime", runtime, "--repeats", str(repeats)]
+    argv += ["--model", model.spec, "--model-store", str(model.store)]
+    proc = subprocess.run(argv, env=base_env(), capture_output=True, text=True, cwd=REPO_ROOT, timeout=JOB_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.probe {runtime} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    stages = out["stages_s"]
+    latency = statistics.median(out["latencies_s"])
+    return {
+        "runtime": out["runtime"],
+        "latency_s": round(latency, 3),
+        "model_s": stages.get("model"),
+        "not_model_s": round(latency - stages.get("model", 0.0), 3),
+        "stages_s": stages,
+        "peak_rss_bytes": out["peak_rss_bytes"],
+    }
+
+
+def run_rejection(work: Path, model: ModelChoice, repeats: int) -> dict:
+    """``parotid-seg segment`` on a series the service must reject (fewer slices than the plan's minimum): the wall
+    time to the exit status 2 (the input is checked before the model is loaded)."""
+    import numpy as np
+
+    from tests.dicom_factory import write_ct_series
+
+    series = work / "short-series"
+    write_ct_series(series, np.zeros((4, 512, 512), dtype=np.float32), (2.5, 1.0, 1.0))
+    argv = [PAROTID, "--model-store", str(model.store), "segment", str(series), "--model", model.spec]
+    argv += ["--output", str(work / "RS.dcm"), "--quiet"]
+    walls = []
+    for _ in range(repeats):
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, env=base_env(), capture_output=True, text=True)
+        walls.append(time.monotonic() - t0)
+        if proc.returncode != 2:
+            raise RuntimeError(f"rejection: expected exit 2, got {proc.returncode}: {proc.stderr[-1000:]}")
+    return {
+        "latency_s": round(statistics.median(walls), 3),
+        "runs": len(walls),
+        "error": proc.stderr.strip().split(":")[0],
     }

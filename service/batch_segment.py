@@ -23,6 +23,7 @@ from pathlib import Path
 from service.errors import ErrorCode, InputError, ServiceError
 from service.fileio import default_file_mode, write_atomic
 from service.pipeline.series_scan import list_input_files, scan_inputs
+from service.pipeline.structures import StructureTemplate
 
 EXIT_SOME_FAILED = 3
 FIELDS = ("folder", "series_instance_uid", "input_folder", "n_files", "status", "qa_status", "Parotid_L_cc",
@@ -55,6 +56,7 @@ def segment_batch(
     model: str | None,
     store: Path,
     progress: Callable[[int, int, str, str], None] | None = _progress_line,
+    structures: StructureTemplate | None = None,
 ) -> int:
     """Segment every series; write the outputs and summary.csv; return the exit status (see the module doc)."""
     from service.model_bundle import resolve_bundle
@@ -83,6 +85,7 @@ def segment_batch(
                 preview_path=folder / "preview.png",
                 model=model,
                 store=store,
+                structures=structures,
             )
             row.update(status="ok", qa_status=qa.status)
             row.update({f"{g}_cc": f"{q.volume_cc:.2f}" for g, q in qa.glands.items()})

@@ -37,8 +37,20 @@ def _progress(stage: str, frac: float) -> None:
     print(f"[{frac * 100:5.1f}%] {stage}", file=sys.stderr, flush=True)
 
 
+def _roi_suffix(value: str) -> str:
+    from pydantic import ValidationError
+
+    from service.pipeline.structures import StructureTemplate
+
+    try:
+        return StructureTemplate(suffix=value).suffix
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.errors()[0]["msg"]) from None
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from service.pipeline.segment import segment_series
+    from service.pipeline.structures import StructureTemplate
 
     if args.batch is not None:
         from service.batch_segment import segment_batch
@@ -52,6 +64,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             model=args.model,
             store=args.model_store,
             progress=None if args.quiet else _batch_progress,
+            structures=StructureTemplate(suffix=args.roi_suffix),
         )
 
     for p in (args.output, args.qa, args.preview, args.seg, args.nifti, args.uncertainty):
@@ -71,6 +84,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             series_uid=args.series_uid,
             store=args.model_store,
             progress=None if args.quiet else _progress,
+            structures=StructureTemplate(suffix=args.roi_suffix),
         )
     summary = ", ".join(f"{n} {g.volume_cc:.1f} cc" for n, g in qa.glands.items())
     print(f"QA status: {qa.status} ({summary})", file=sys.stderr)
@@ -94,6 +108,7 @@ def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
     """RTSTRUCT (+ QA, preview) and a DICOM SEG and/or NIfTI masks from the same masks; on any error none stays."""
     from service.exports import write_nifti_masks, write_seg
     from service.pipeline.segment import run_segmentation, write_outputs
+    from service.pipeline.structures import StructureTemplate
 
     result = run_segmentation(
         [Path(p) for p in args.ct_dir],
@@ -103,16 +118,18 @@ def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
         store=args.model_store,
         progress=None if args.quiet else _progress,
     )
-    masks = {name: g.mask_zyx for name, g in result.glands.items()}
+    template = StructureTemplate(suffix=args.roi_suffix)  # the RTSTRUCT's names and colours, for every output
+    masks = template.rename({label: g.mask_zyx for label, g in result.glands.items()})
+    colors = template.rename(template.colors_for(list(result.glands)))
     ref = result.model.ref
     written: list[Path] = []
     try:
         if args.seg is not None:
-            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version)
+            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version, colors=colors)
             written.append(args.seg)
         if args.nifti is not None:
             written += write_nifti_masks(args.nifti, result.ct, masks)
-        return write_outputs(result, args.output, args.qa, args.preview, None, args.uncertainty)
+        return write_outputs(result, args.output, args.qa, args.preview, None, args.uncertainty, structures=template)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -201,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", help="NAME[:VERSION] of the bundle (default: the promoted one)")
     seg.add_argument("--reference", type=Path, help="reference RTSTRUCT: adds Dice/IoU/HD95/MSD to the QA")
     seg.add_argument("--series-uid", help="SeriesInstanceUID to use when the input holds several CT series")
+    seg.add_argument(
+        "--roi-suffix", default="", type=_roi_suffix, help="appended to every ROI name, e.g. _AI (default: none)"
+    )
     seg.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     seg.set_defaults(func=_cmd_segment)
 

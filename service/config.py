@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ErrorCode, spec_for
 from service.model_bundle import DEFAULT_STORE
+from service.pipeline.structures import StructureTemplate
 
 GiB = 1024**3
 _OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")
@@ -75,15 +76,27 @@ def read_keys_file(path: Path) -> dict[str, str]:
 class Settings(BaseSettings):
     """Every knob of the API, the workers and the job store."""
 
-    model_config = SettingsConfigDict(env_prefix="PAROTID_", frozen=True, extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="PAROTID_", env_nested_delimiter="__", frozen=True, extra="ignore", validate_default=True
+    )
 
     # storage
     job_dir: Path = Field(default=Path("var/jobs"), description="job store root (shared by the API and every worker)")
     model_store: Path = Field(default=DEFAULT_STORE, description="model bundles: <store>/<name>/<version>/")
     default_model: str | None = Field(default=None, description="NAME[:VERSION] used when a request names none")
+    # read where the network loads (service.runtimes.requested_runtime, inherited by every worker process);
+    # declared here so that a wrong value is refused at start-up
+    runtime: Literal["auto", "tensorflow", "openvino", "onnxruntime"] = Field(
+        default="auto",
+        description="network runtime (service.runtimes); openvino: same masks, well under half the memory",
+    )
     retention_s: int = Field(default=7 * 86400, ge=60, description="delete jobs this long after they end")
     cleanup_interval_s: int = Field(default=300, ge=1, le=86400)
     min_free_disk_bytes: int = Field(default=1 * GiB, ge=0, description="free space needed for new jobs")
+
+    # outputs: ROI names, suffix and colours of every output (RTSTRUCT, preview, QA); env
+    # PAROTID_STRUCTURES__SUFFIX=_AI, PAROTID_STRUCTURES__NAMES / __COLORS as JSON objects keyed by model label
+    structures: StructureTemplate = Field(default_factory=StructureTemplate)
 
     # HTTP
     host: str = "127.0.0.1"

@@ -4,7 +4,9 @@
   the masks go in as a ``highdicom.Volume`` whose affine is the canonical grid's (``service.pipeline.volume``), so
   highdicom places each frame by its position in the CT's Frame of Reference whatever the patient position.
   Segmented property: SCT 45289007 "Parotid gland" (category SCT 91723000 "Anatomical Structure"); the segment
-  label is the TG-263 name; algorithm type AUTOMATIC, family "Artificial Intelligence", named after the bundle.
+  label is the structure template's ROI name and its recommended display colour the template's colour
+  (``service.pipeline.structures``, as in the RTSTRUCT); algorithm type AUTOMATIC, family "Artificial
+  Intelligence", named after the bundle.
 - **NIfTI** (``<prefix>_<gland>.nii.gz``, uint8 0/1), written by :func:`service.review.nifti.nifti_bytes`: RAS+
   voxel order with a diagonal affine, the layout the review workstation and ``training.data.nifti`` read, so a
   viewer overlays them on the CT in place.
@@ -14,6 +16,7 @@ Both are written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,16 @@ def canonical_affine_lps(ct: Volume) -> np.ndarray:
 
 
 def build_seg(
-    ct: Volume, masks: dict[str, np.ndarray], *, model_name: str, model_version: str, software: str
+    ct: Volume,
+    masks: dict[str, np.ndarray],
+    *,
+    model_name: str,
+    model_version: str,
+    software: str,
+    colors: Mapping[str, Sequence[int]] | None = None,
 ) -> Any:  # highdicom.seg.Segmentation
-    """A highdicom Segmentation of ``masks`` (gland -> bool array on ``ct``'s grid, non-overlapping)."""
+    """A highdicom Segmentation of ``masks`` (ROI name -> bool array on ``ct``'s grid, non-overlapping);
+    ``colors`` (ROI name -> RGB, the structure template's) become (0062,000D) Recommended Display CIELab Value."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
@@ -61,6 +71,9 @@ def build_seg(
             segmented_property_type=codes.SCT.ParotidGland,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
+            display_color=hd.color.CIELabColor.from_rgb(*(int(c) for c in colors[name]))
+            if colors and name in colors
+            else None,
         )
         for i, name in enumerate(names, 1)
     ]
@@ -82,12 +95,22 @@ def build_seg(
     )
 
 
-def write_seg(path: Path, ct: Volume, masks: dict[str, np.ndarray], *, model_name: str, model_version: str) -> None:
+def write_seg(
+    path: Path,
+    ct: Volume,
+    masks: dict[str, np.ndarray],
+    *,
+    model_name: str,
+    model_version: str,
+    colors: Mapping[str, Sequence[int]] | None = None,
+) -> None:
     from io import BytesIO
 
     from service.pipeline.rtstruct import _package_version
 
-    seg = build_seg(ct, masks, model_name=model_name, model_version=model_version, software=_package_version())
+    seg = build_seg(
+        ct, masks, model_name=model_name, model_version=model_version, software=_package_version(), colors=colors
+    )
     buf = BytesIO()
     seg.save_as(buf, enforce_file_format=True)
     write_atomic(Path(path), buf.getvalue(), mode=default_file_mode())

@@ -2,15 +2,16 @@
 MODEL_CARD.md and SHA256SUMS. ``<store>/PROMOTED`` names the bundle the service serves by default
 (``name:version``); ``parotid-seg models promote`` rewrites it atomically.
 
-Loading verifies every checksum first, then loads with ``compile=False`` and safe mode on, after importing the
-registered custom layers (``service.pipeline.model_layers``). One loaded model is cached per process: a worker
-loads it lazily once and never forks afterwards (TensorFlow is not fork-safe).
+Loading verifies every checksum first, then loads the network on the chosen runtime (``service.runtimes``):
+TensorFlow loads model.keras with ``compile=False`` and safe mode on, after importing the registered custom layers
+(``service.pipeline.model_layers``); OpenVINO / ONNX Runtime load the bundle's optional model.onnx export.
+One loaded model is cached per process and runtime: a worker loads it lazily once and never forks afterwards
+(TensorFlow is not fork-safe).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,34 +121,45 @@ def promote(spec: str, store: Path = DEFAULT_STORE) -> BundleRef:
     return ref
 
 
+def read_plan(ref: BundleRef) -> Plan:
+    """The bundle's plan alone (no network, no TensorFlow import): enough to check an input before loading.
+
+    ``load_bundle`` verifies every checksum (the plan's included) before the network serves anything."""
+    path = ref.path / "plan.json"
+    try:
+        return Plan.load(path)
+    except (OSError, ValueError) as exc:
+        raise EnvironmentFault(ErrorCode.MODEL_INTEGRITY, f"{path}: unreadable or invalid plan ({exc})") from exc
+
+
 @dataclass
 class LoadedModel:
     ref: BundleRef
     plan: Plan
     predict: Callable[[np.ndarray], np.ndarray]
+    runtime: str = "tensorflow"  # see service.runtimes
 
 
-_cache: dict[Path, LoadedModel] = {}
+_cache: dict[tuple[Path, str], LoadedModel] = {}
 _lock = threading.Lock()
 
 
-def load_bundle(ref: BundleRef) -> LoadedModel:
-    """Verify and load a bundle (cached per process). Uses the TensorFlow backend unless KERAS_BACKEND is set."""
+def load_bundle(ref: BundleRef, runtime: str | None = None) -> LoadedModel:
+    """Verify and load a bundle (cached per process and runtime). ``runtime``: ``tensorflow``, ``openvino``,
+    ``onnxruntime`` or ``auto``; default ``PAROTID_RUNTIME`` (see ``service.runtimes``). TensorFlow runs the
+    Keras network with the TensorFlow backend unless KERAS_BACKEND is set."""
+    from service import runtimes
+
+    chosen = runtimes.choose_runtime(ref.path, runtime)
     with _lock:
-        if ref.path in _cache:
-            return _cache[ref.path]
+        if (ref.path, chosen) in _cache:
+            return _cache[(ref.path, chosen)]
         verify_bundle(ref)
         plan = Plan.load(ref.path / "plan.json")
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        import keras
-
-        import service.pipeline.model_layers  # noqa: F401  (registers the custom layers)
-
-        model = keras.saving.load_model(ref.path / "model.keras", compile=False, safe_mode=True)
-
-        def predict(x: np.ndarray) -> np.ndarray:
-            return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
-
-        loaded = LoadedModel(ref, plan, predict)
-        _cache[ref.path] = loaded
+        try:
+            predict = runtimes.load_predict(ref.path, chosen)
+        except FileNotFoundError as exc:
+            raise EnvironmentFault(ErrorCode.MODEL_INTEGRITY, str(exc)) from exc
+        loaded = LoadedModel(ref, plan, predict, chosen)
+        _cache[(ref.path, chosen)] = loaded
         return loaded

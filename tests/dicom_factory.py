@@ -46,12 +46,16 @@ def write_ct_series(
     patient_id: str = TEST_PATIENT_ID,
     shuffle_instance_numbers: bool = True,
     file_prefix: str = "CT",
+    specific_character_set: str | list[str] | None = None,
+    extra_attrs: dict[str, object] | None = None,
 ) -> list[Path]:
     """Write ``hu_zyx`` (canonical LPS order, HU) as one CT series; returns the file paths.
 
     The pixel rows/columns follow ImageOrientationPatient for ``patient_position`` (HFS, FFS, HFP, FFP), and the
     slices are written in acquisition order (head to feet for head-first). Instance numbers and file names are
     deliberately scrambled when ``shuffle_instance_numbers`` so that only ImagePositionPatient orders slices.
+    ``specific_character_set`` is written as (0008,0005) (the text values are encoded in it); ``extra_attrs``
+    (keyword -> value) are set on every slice.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,8 @@ def write_ct_series(
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         path = out_dir / f"{file_prefix}{int(instance_numbers[acq_idx]) * 7919 % 100003:06d}.dcm"
         ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        if specific_character_set is not None:
+            ds.SpecificCharacterSet = specific_character_set
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = sop_uid
         ds.Modality = "CT"
@@ -129,6 +135,8 @@ def write_ct_series(
         ds.RescaleType = "HU"
         ds.KVP = "120"
         ds.AcquisitionNumber = 1
+        for keyword, value in (extra_attrs or {}).items():
+            setattr(ds, keyword, value)
         ds.PixelData = np.ascontiguousarray(stored).tobytes()
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

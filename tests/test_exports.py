@@ -61,6 +61,16 @@ def test_seg_and_nifti_hold_the_pipelines_masks(oracle_store: Path, tmp_path: Pa
     out = subprocess.run([dciodvfy, str(seg)], capture_output=True, text=True)
     lines = (out.stdout + out.stderr).splitlines()
     assert lines[0] == "Segmentation" and [ln for ln in lines if ln.startswith("Error")] == [], lines
+    # the SEG's recommended display colours are the RTSTRUCT's ROI Display Colors (one structure template)
+    import highdicom as hd
+    import pydicom
+
+    rs_ds = pydicom.dcmread(rs)
+    numbers = {r.ROINumber: r.ROIName for r in rs_ds.StructureSetROISequence}
+    rs_rgb = {numbers[c.ReferencedROINumber]: [int(v) for v in c.ROIDisplayColor] for c in rs_ds.ROIContourSequence}
+    for item in pydicom.dcmread(seg).SegmentSequence:
+        rgb = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue).to_rgb()
+        assert np.abs(np.subtract(rgb, rs_rgb[item.SegmentLabel])).max() <= 2, (item.SegmentLabel, rgb)
     back = _seg_to_canonical(seg, result.ct)
     assert set(back) == set(masks)
     for g in masks:

@@ -1,7 +1,8 @@
 """Export a training run as a model bundle: ``python -m training.export --run runs/NAME --version 1.0.0``.
 
 Writes ``<store>/<name>/<version>/`` with model.keras (the chosen checkpoint's weights in a freshly built,
-uncompiled network: no optimiser state, no training-only objects), plan.json (the run's preprocessing contract),
+uncompiled network: no optimiser state, no training-only objects), model.onnx (the same network for the optimized
+CPU runtimes, ``training.onnx_export``; ``--no-onnx`` leaves it out), plan.json (the run's preprocessing contract),
 metrics.json, MODEL_CARD.md and SHA256SUMS. The bundle is staged in a temporary folder and renamed into place.
 Repeat ``--run`` to export an ensemble of runs (one model averaging their softmax outputs); an ensemble member
 may also be an exported single-network bundle folder.
@@ -27,6 +28,7 @@ def export_bundle(
     weights: str = "best_dice",
     tta_lr_flip: bool | None = None,
     background_weight: float | None = None,
+    onnx: bool = True,
 ) -> Path:
     """Export one run, or several (an ensemble: the bundle's model averages their softmax outputs).
 
@@ -57,6 +59,13 @@ def export_bundle(
     ]
     model = members[0] if len(members) == 1 else average_models(members)
     model.save(staging / "model.keras")
+    if onnx:  # the optimized CPU runtimes' copy of the same network (service.runtimes), checked against Keras
+        from training.onnx_export import TOLERANCE, export_onnx, max_difference
+
+        export_onnx(model, staging / "model.onnx")
+        diff = max_difference(model, staging / "model.onnx")
+        if not diff <= TOLERANCE:
+            raise ValueError(f"ONNX export differs from the Keras network by {diff:.2e} > {TOLERANCE:g}")
     plan.save(staging / "plan.json")
     summaries = [_run_summary(r) for r in runs]
     metrics: dict[str, Any] = {
@@ -170,11 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="postprocessing weight of the background probability in (0, 1] (default: as trained, 1 = argmax)",
     )
+    p.add_argument("--no-onnx", action="store_true", help="no model.onnx (the bundle then serves on TensorFlow)")
     args = p.parse_args(argv)
     tta = None if args.tta is None else args.tta == "on"
     runs = args.run if len(args.run) > 1 else args.run[0]
     try:
-        path = export_bundle(runs, args.store, args.name, args.version, args.weights, tta, args.background_weight)
+        path = export_bundle(
+            runs, args.store, args.name, args.version, args.weights, tta, args.background_weight, not args.no_onnx
+        )
     except (ValueError, FileExistsError) as exc:  # pydantic's ValidationError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2

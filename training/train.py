@@ -1,8 +1,11 @@
-"""Resumable training loop: ``python -m training.train --train-dir ... --val-dir ... --output runs/NAME``.
+"""Resumable training: ``python -m training.train --train-dir ... --val-dir ... --output runs/NAME``.
 
-Keeps three checkpoints in the output folder: ``best_dice.weights.h5`` (highest mean validation Dice),
+This module is the command line and the set-up of a run: the plan (inherited from a fine-tuning source, or the
+run folder's when resuming), the data, and the model and its state (resumed from ``last.keras`` + ``state.json``,
+seeded from a committed checkpoint, warm-started, widened or new). The epoch loop is ``training.trainer.Trainer``:
+it keeps three checkpoints in the output folder, ``best_dice.weights.h5`` (highest mean validation Dice),
 ``best_loss.weights.h5`` (lowest validation loss), each rewritten only when its own criterion improves, and
-``last.keras`` + ``state.json`` (model, optimiser state, epoch, RNG) written at the end of every epoch, so an
+``last.keras`` + ``state.json`` (model, optimiser state, epoch) written at the end of every epoch, so an
 interrupted run resumes where it stopped. Poly learning-rate decay; early stopping on validation Dice. Logs
 one CSV row per epoch (``log.csv``) and shows a progress bar.
 """
@@ -10,14 +13,17 @@ one CSV row per epoch (``log.csv``) and shows a progress bar.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from service.pipeline.plan import Plan
+from training.dataset import AugmentConfig
+from training.trainer import LAST_MODEL, STATE_FILE, TrainState
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,16 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
-    from tqdm import tqdm
 
-    from service.pipeline.plan import Plan
-    from training.checkpoint import load_arrays, seed_run
-    from training.dataset import AugmentConfig, one_hot, sample_patch
-    from training.losses import gland_metrics, make_loss
-    from training.networks import build_unet, transfer_weights
-    from training.prepare import load_split
+    from training.checkpoint import seed_run
+    from training.trainer import LoopConfig, Trainer
     from training.validation import validate
-    from training.widen import widen_weights
 
     if keras.backend.backend() == "torch" and args.threads:
         import torch
@@ -102,21 +102,60 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / "plan.json"
     if args.resume_from is not None and seed_run(args.resume_from, out):
         print(f"run folder seeded from the resume checkpoint {args.resume_from}", file=sys.stderr)
     init = _init_source(args.init_weights)
+    plan = _run_plan(args, out, init)
+    data = _load_data(args, plan, out)
+    if data is None:
+        print("error[BAD_TRAINING_DATA]: no usable training or validation patients", file=sys.stderr)
+        return 2
+    train_cases, val_used = data
+    restored = _restore_or_build(args, plan, out, init)
+    if isinstance(restored, str):
+        print(restored, file=sys.stderr)
+        return 2
+    model, state = restored
+    aug_state = state.augment or {}
+    augment = AugmentConfig(
+        p_fatty=aug_state.get("p_fatty", args.p_fatty),
+        body_background=aug_state.get("background_sampling", args.background_sampling) == "body",
+    )
+    config = LoopConfig(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+    )
+    Trainer(model, state, plan, train_cases, val_used, out, config, augment, validate).fit()
+    return 0
+
+
+def _run_plan(args: argparse.Namespace, out: Path, init: dict | None) -> Plan:
+    """The run's plan: the one in the run folder (a resumed run), else the fine-tuning source's (or the default)
+    with the command line's patch size and spacing, saved into the run folder."""
+    plan_path = out / "plan.json"
     if plan_path.exists():
-        plan = Plan.load(plan_path)
-    else:
-        overrides: dict = {}
-        if args.patch_size:
-            overrides["patch_size_zyx"] = tuple(args.patch_size)
-        if args.spacing_mm:
-            overrides["spacing_mm_zyx"] = tuple(args.spacing_mm)
-        base = Plan.load(init["plan"]) if init and init.get("plan") else Plan.model_validate({})
-        plan = base.model_copy(update=overrides)
-        plan.save(plan_path)
+        return Plan.load(plan_path)
+    overrides: dict = {}
+    if args.patch_size:
+        overrides["patch_size_zyx"] = tuple(args.patch_size)
+    if args.spacing_mm:
+        overrides["spacing_mm_zyx"] = tuple(args.spacing_mm)
+    base = Plan.load(init["plan"]) if init and init.get("plan") else Plan.model_validate({})
+    plan = base.model_copy(update=overrides)
+    plan.save(plan_path)
+    return plan
+
+
+def _load_data(args: argparse.Namespace, plan: Plan, out: Path) -> tuple[list, list] | None:
+    """(training patients with both glands, validation patients used each epoch), with ``data_report.json``
+    written; None when either is empty."""
+    from training.prepare import load_split
+
     syn = args.roi_synonyms
     train_cases, train_report = load_split(args.train_dir, args.format, plan, out / "cache" / "train", syn)
     val_cases, val_report = load_split(args.val_dir, args.format, plan, out / "cache" / "val", syn)
@@ -143,171 +182,103 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     if not train_cases or not val_used:
-        print("error[BAD_TRAINING_DATA]: no usable training or validation patients", file=sys.stderr)
-        return 2
+        return None
+    return train_cases, val_used
 
-    state_path = out / "state.json"
-    if (out / "last.keras").exists() and state_path.exists():
-        state = json.loads(state_path.read_text())
+
+def _compile(model: Any, args: argparse.Namespace, plan: Plan, loss: str | None) -> None:
+    import keras
+
+    from training.losses import gland_metrics, make_loss
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(loss or args.loss), metrics=gland_metrics(plan.labels)
+    )
+
+
+def _restore_or_build(
+    args: argparse.Namespace, plan: Plan, out: Path, init: dict | None
+) -> tuple[Any, TrainState] | str:
+    """The compiled model and its state: resumed from ``last.keras`` + ``state.json``, or from a committed float16
+    checkpoint (``weights.npz``), or a new network (fine-tuned, widened or fresh). A string: the error line."""
+    import keras
+
+    from training.checkpoint import load_arrays
+    from training.networks import build_unet, transfer_weights
+    from training.widen import widen_weights
+
+    state_path = out / STATE_FILE
+    n_classes = len(plan.labels)
+    if (out / LAST_MODEL).exists() and state_path.exists():
+        state = TrainState.load(state_path)
         try:
-            model = keras.saving.load_model(out / "last.keras", compile=True, safe_mode=True)
+            model = keras.saving.load_model(out / LAST_MODEL, compile=True, safe_mode=True)
         except (TypeError, ValueError) as exc:  # checkpoint from an older code version: weights only
             print(f"optimizer state not restored ({exc.__class__.__name__}); resuming from weights", file=sys.stderr)
-            model = keras.saving.load_model(out / "last.keras", compile=False, safe_mode=True)
-            model.compile(
-                optimizer=keras.optimizers.Adam(args.lr),
-                loss=make_loss(state.get("loss", args.loss)),
-                metrics=gland_metrics(plan.labels),
-            )
-        print(f"resuming after epoch {state['epoch']}", file=sys.stderr)
-    elif (out / "weights.npz").exists() and state_path.exists():  # seeded from a committed checkpoint
-        state = json.loads(state_path.read_text())
-        model = _build(state, args, len(plan.labels))
+            model = keras.saving.load_model(out / LAST_MODEL, compile=False, safe_mode=True)
+            _compile(model, args, plan, state.loss)
+        print(f"resuming after epoch {state.epoch}", file=sys.stderr)
+        return model, state
+    if (out / "weights.npz").exists() and state_path.exists():  # seeded from a committed checkpoint
+        state = TrainState.load(state_path)
+        model = _build(state, args, n_classes)
         model.set_weights(load_arrays(out / "weights.npz"))
         if (out / "best_dice.npz").exists() and not (out / "best_dice.weights.h5").exists():
-            best = _build(state, args, len(plan.labels))
+            best = _build(state, args, n_classes)
             best.set_weights(load_arrays(out / "best_dice.npz"))
             best.save_weights(out / "best_dice.weights.h5")
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.lr),
-            loss=make_loss(state.get("loss", args.loss)),
-            metrics=gland_metrics(plan.labels),
-        )
-        print(f"resuming after epoch {state['epoch']} from float16 weights (optimiser restarted)", file=sys.stderr)
-    else:
-        model = build_unet(args.architecture, args.base_filters, args.depth, len(plan.labels), args.max_filters)
-        if init and args.widen:
-            source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
-            try:
-                copied = widen_weights(source, model, args.widen_noise, np.random.default_rng(args.seed))
-            except ValueError as exc:
-                print(
-                    f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a network of half this width ({exc})",
-                    file=sys.stderr,
-                )
-                return 2
-            init["summary"]["widened"] = {"layers": copied, "noise": args.widen_noise}
-            print(f"widened {init['model']} ({copied} layers) to {args.base_filters} filters", file=sys.stderr)
-        elif init:
-            source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
-            try:
-                fresh = transfer_weights(source, model)
-            except ValueError as exc:
-                print(
-                    f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a single network of this width and depth, "
-                    f"nor a residual network for its attention variant ({exc})",
-                    file=sys.stderr,
-                )
-                return 2
-            init["summary"]["fresh_layers"] = len(fresh)
-            print(f"initialised from {init['model']} ({len(fresh)} layers not in it start fresh)", file=sys.stderr)
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.lr), loss=make_loss(args.loss), metrics=gland_metrics(plan.labels)
-        )
-        state = {
-            "epoch": 0,
-            "best_dice": -1.0,
-            "best_loss": float("inf"),
-            "since_best": 0,
-            "architecture": args.architecture,
-            "base_filters": args.base_filters,
-            "depth": args.depth,
-            "max_filters": args.max_filters,
-            "loss": args.loss,
-            "samples_seen": 0,
-            "train_seconds": 0.0,
-            "init_from": init.get("summary") if init else None,
-            "augment": {"p_fatty": args.p_fatty, "background_sampling": args.background_sampling},
-        }
-    rng = np.random.default_rng(args.seed + state["epoch"])
-    aug_state = state.get("augment") or {}
-    aug = AugmentConfig(
-        p_fatty=aug_state.get("p_fatty", args.p_fatty),
-        body_background=aug_state.get("background_sampling", args.background_sampling) == "body",
+        _compile(model, args, plan, state.loss)
+        print(f"resuming after epoch {state.epoch} from float16 weights (optimiser restarted)", file=sys.stderr)
+        return model, state
+    model = build_unet(args.architecture, args.base_filters, args.depth, n_classes, args.max_filters)
+    if init and args.widen:
+        source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
+        try:
+            copied = widen_weights(source, model, args.widen_noise, np.random.default_rng(args.seed))
+        except ValueError as exc:
+            return f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a network of half this width ({exc})"
+        init["summary"]["widened"] = {"layers": copied, "noise": args.widen_noise}
+        print(f"widened {init['model']} ({copied} layers) to {args.base_filters} filters", file=sys.stderr)
+    elif init:
+        source = keras.saving.load_model(init["model"], compile=False, safe_mode=True)
+        try:
+            fresh = transfer_weights(source, model)
+        except ValueError as exc:
+            return (
+                f"error[BAD_INIT_WEIGHTS]: {init['model']} is not a single network of this width and depth, "
+                f"nor a residual network for its attention variant ({exc})"
+            )
+        init["summary"]["fresh_layers"] = len(fresh)
+        print(f"initialised from {init['model']} ({len(fresh)} layers not in it start fresh)", file=sys.stderr)
+    _compile(model, args, plan, args.loss)
+    state = TrainState(
+        epoch=0,
+        best_dice=-1.0,
+        best_loss=float("inf"),
+        since_best=0,
+        architecture=args.architecture,
+        base_filters=args.base_filters,
+        depth=args.depth,
+        max_filters=args.max_filters,
+        loss=args.loss,
+        samples_seen=0,
+        train_seconds=0.0,
+        init_from=init.get("summary") if init else None,
+        augment={"p_fatty": args.p_fatty, "background_sampling": args.background_sampling},
     )
-    n_classes = len(plan.labels)
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
-
-    # per-epoch validation without test-time augmentation (half the cost; a fine-tuning run inherits the TTA flag)
-    val_plan = plan.model_copy(update={"tta_lr_flip": False})
-    log_path = out / "log.csv"
-    budget_s = args.max_minutes * 60.0
-
-    def progress() -> float:
-        """Fraction of the run done: by epochs, or by accumulated training time when a budget is set."""
-        frac = state["epoch"] / args.epochs
-        return max(frac, state["train_seconds"] / budget_s) if budget_s else frac
-
-    while progress() < 1.0 and state["since_best"] < args.patience:
-        epoch = state["epoch"]
-        lr = args.lr * (1 - progress()) ** 0.9
-        model.optimizer.learning_rate.assign(lr)
-        t0 = time.time()
-        losses = []
-        bar = tqdm(
-            range(args.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", file=sys.stderr, mininterval=10
-        )
-        for _ in bar:
-            xs, ys = [], []
-            for _b in range(args.batch_size):
-                img, lab = sample_patch(train_cases[rng.integers(len(train_cases))], plan, rng, aug)
-                xs.append(img[..., None])
-                ys.append(one_hot(lab, n_classes))
-            res = model.train_on_batch(np.stack(xs), np.stack(ys), return_dict=True)
-            losses.append(float(res["loss"]))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        train_s = time.time() - t0
-        val = validate(predict, val_used, val_plan)
-        state["epoch"] = epoch + 1
-        state["samples_seen"] += args.steps_per_epoch * args.batch_size
-        state["train_seconds"] += time.time() - t0
-        improved = val["val_dice_mean"] > state["best_dice"]
-        if improved:
-            state["best_dice"] = val["val_dice_mean"]
-            state["best_dice_epoch"] = epoch + 1
-            state["since_best"] = 0
-            model.save_weights(out / "best_dice.weights.h5")
-        else:
-            state["since_best"] += 1
-        if val["val_loss"] < state["best_loss"]:
-            state["best_loss"] = val["val_loss"]
-            state["best_loss_epoch"] = epoch + 1
-            model.save_weights(out / "best_loss.weights.h5")
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": float(np.mean(losses)),
-            **val,
-            "train_s": round(train_s, 1),
-            "epoch_s": round(time.time() - t0, 1),
-        }
-        new = not log_path.exists()
-        with log_path.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        model.save(out / "last.tmp.keras")
-        os.replace(out / "last.tmp.keras", out / "last.keras")
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, state_path)
-        print(json.dumps(row), file=sys.stderr, flush=True)
-    return 0
+    return model, state
 
 
-def _build(state: dict, args: argparse.Namespace, n_classes: int):
+def _build(state: TrainState, args: argparse.Namespace, n_classes: int) -> Any:
     """The run's network, rebuilt from its recorded shape (a committed checkpoint holds weights only)."""
     from training.networks import build_unet
 
     return build_unet(
-        state.get("architecture", args.architecture),
-        state.get("base_filters", args.base_filters),
-        state.get("depth", args.depth),
+        state.architecture if state.architecture is not None else args.architecture,
+        state.base_filters if state.base_filters is not None else args.base_filters,
+        state.depth if state.depth is not None else args.depth,
         n_classes,
-        state.get("max_filters", args.max_filters),
+        state.max_filters if state.max_filters is not None else args.max_filters,
     )
 
 

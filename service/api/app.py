@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.api import routes_jobs, routes_review, routes_system, routes_ui
+from service.api.docs import install_offline_docs
 from service.api.errors import install_error_handlers
 from service.api.metrics import ApiMetrics
 from service.api.routes_system import ModelCheck
@@ -73,13 +74,21 @@ def create_app(settings: Settings, jobs: JobService | None = None) -> FastAPI:
             cleanup.cancel()
             job_service.close()
 
-    app = FastAPI(title="parotid-seg", version=_package_version(), description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="parotid-seg",
+        version=_package_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served from the installation (install_offline_docs), not from a CDN
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.jobs = job_service
     app.state.api_key_owners = owners
     app.state.metrics = ApiMetrics(job_service)
     app.state.model_check = ModelCheck()
     install_error_handlers(app)
+    install_offline_docs(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_system.router)
     app.include_router(routes_review.router)

@@ -29,7 +29,7 @@ from service.api.review_schemas import (
     RevisionResponse,
 )
 from service.api.schemas import JobResponse
-from service.jobs.models import JobRecord, JobState
+from service.jobs.models import UNCERTAINTY_FILE, JobRecord, JobState
 from service.jobs.service import JobService
 from service.review.audit import ReviewAudit
 from service.review.cache import CT_FILE, REFERENCE_FILE
@@ -42,7 +42,6 @@ router = APIRouter(prefix="/v1", tags=["review"])
 NIFTI: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/gzip": {}}, "description": "gzipped NIfTI-1, RAS voxel order"}
 }
-UNCERTAINTY_FILE = "uncertainty.nii.gz"  # written by the QA stage when it estimates uncertainty
 
 
 def _jobs(request: Request) -> JobService:

@@ -99,11 +99,14 @@ class JobService:
         reference: Path | None = None,
         series_uid: str | None = None,
         move: bool = False,
+        recompute: bool = False,
     ) -> SubmitResult:
         """Submit the CT series found in ``inputs`` (folders searched recursively, and/or files).
 
         The files are copied into the job store (moved with ``move=True``). ``model`` is NAME[:VERSION]
         (default: ``PAROTID_DEFAULT_MODEL``, else the promoted bundle); ``reference`` an RTSTRUCT to compare with.
+        ``recompute``: a new job even when a succeeded one exists for the same series and model (it stays, but the
+        new job takes over the idempotency key); a queued or running one is still returned.
         """
         staging = self.store.new_staging()
         try:
@@ -120,10 +123,16 @@ class JobService:
         except BaseException:
             self.store.discard(staging)
             raise
-        return self.submit_staged(staging, owner=owner, model=model, series_uid=series_uid)
+        return self.submit_staged(staging, owner=owner, model=model, series_uid=series_uid, recompute=recompute)
 
     def submit_staged(
-        self, staging: Path, *, owner: str, model: str | None = None, series_uid: str | None = None
+        self,
+        staging: Path,
+        *,
+        owner: str,
+        model: str | None = None,
+        series_uid: str | None = None,
+        recompute: bool = False,
     ) -> SubmitResult:
         """Submit a staging folder (from ``store.new_staging()``) holding ``input/``, optionally ``reference.dcm``
         and ``manifest.json``. The folder becomes the job's folder, or is deleted."""
@@ -145,6 +154,10 @@ class JobService:
                 raise InputError(exc.code, describe_paths(exc.message, staging)) from None
             key = idempotency_key(owner, check, ref.spec, ref_digest)
             existing = self.store.find_by_key(key)
+            if recompute and existing is not None and existing.state == JobState.SUCCEEDED:
+                self.store.release_key(key, existing.id)  # the new job takes the key over; the old one stays
+                log.info("job %s: same series and model submitted again, recomputing as asked", existing.id)
+                existing = None
             if existing is not None and existing.state != JobState.FAILED:
                 self.store.discard(staging)
                 log.info("job %s: same series and model submitted again, existing job returned", existing.id)

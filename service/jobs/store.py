@@ -214,6 +214,10 @@ class JobStore:
             return None
         raise RuntimeError(f"could not claim idempotency key {key}")
 
+    def release_key(self, key: str, job_id: str) -> None:
+        """Let go of ``key`` if ``job_id`` holds it (a recomputation replaces that job as the key's holder)."""
+        self._drop_index(key, job_id)
+
     def find_by_key(self, key: str) -> JobRecord | None:
         holder = self._read_index(self.index_dir / key)
         if holder is None or not self.exists(holder):

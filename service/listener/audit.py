@@ -1,12 +1,12 @@
 """The listener's audit log: one JSON object per line, never a patient name or ID.
 
-Events: ``association`` (calling/called AE, peer address, instances stored/refused, series UIDs, outcome:
-released, aborted or rejected), ``series_ready``, ``series_expired``, ``series_refused`` (over the memory
-budget), ``job_submitted``, ``job_finished``, ``delivery_attempt``, ``delivered`` and ``dead_letter``. Only
-fields from ``ALLOWED_FIELDS`` are written (AE
-titles, addresses, UIDs, counts, statuses, codes, paths inside the spool), so patient attributes cannot reach the
-log by accident; unknown fields raise ``ValueError`` in development rather than being written.
-Each record also goes to the ``parotid.listener.audit`` logger (INFO) for the console.
+Events: ``association`` (calling/called AE, peer address, instances stored/refused, non-CT instances dropped by
+SOP class name, series UIDs, outcome: released, aborted or rejected), ``series_ready``, ``series_expired``,
+``series_refused`` (over the memory budget), ``job_submitted``, ``job_finished``, ``delivery_attempt``,
+``delivered`` and ``dead_letter``. Only fields from ``ALLOWED_FIELDS`` are written (AE titles, addresses, UIDs,
+counts, statuses, codes, paths inside the spool), so patient attributes cannot reach the log by accident; unknown
+fields raise ``ValueError`` in development rather than being written. Each record also goes to the
+``parotid.listener.audit`` logger (INFO) for the console.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ ALLOWED_FIELDS = frozenset(
         "tls",
         "n_stored",
         "n_refused",
+        "n_dropped",
+        "dropped",
         "statuses",
         "series_uids",
         "series_uid",
@@ -41,6 +43,8 @@ ALLOWED_FIELDS = frozenset(
         "job_id",
         "job_state",
         "existing_job",
+        "on_resend",
+        "redelivery",
         "error_code",
         "error",
         "destination",

@@ -9,7 +9,8 @@ deliveries, nor the listener's job processing.
 
 Pending deliveries are kept in ``outbox/`` (a JSON record and a copy of the RTSTRUCT, since the job store may
 delete its copy before the last retry), reloaded at start-up, so a restart loses nothing; each success leaves a
-record in ``delivered/``: the same job is never delivered twice to the same destination.
+record in ``delivered/``: the same job is never delivered twice to the same destination, unless the peer sent the
+series again and its ``on_resend`` policy is ``redeliver`` (then the delivery has its own ``redelivery`` id).
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ class Delivery:
     destination: Destination
     attempt: int = 0
     last_error: str | None = None
+    redelivery: str = ""  # non-empty (a fresh id): the result sent again because the peer re-sent the series
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(f"{self.job_id}|{self.destination.label}".encode()).hexdigest()[:24]
+        tail = f"|{self.redelivery}" if self.redelivery else ""
+        return hashlib.sha256(f"{self.job_id}|{self.destination.label}{tail}".encode()).hexdigest()[:24]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -184,9 +187,12 @@ class DeliveryQueue:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def enqueue(self, job_id: str, series_uid: str, rtstruct_path: Path, destination: Destination) -> bool:
-        """Queue a delivery; False if this job was already delivered to (or is queued for) that destination."""
-        d = Delivery(job_id, series_uid, str(rtstruct_path), destination)
+    def enqueue(
+        self, job_id: str, series_uid: str, rtstruct_path: Path, destination: Destination, *, redelivery: str = ""
+    ) -> bool:
+        """Queue a delivery; False if this job was already delivered to (or is queued for) that destination.
+        ``redelivery`` (a fresh id per re-send of the series) makes it a new delivery of an already sent result."""
+        d = Delivery(job_id, series_uid, str(rtstruct_path), destination, redelivery=redelivery)
         with self._cv:
             if d.key in self._queued or (self.delivered_dir / f"{d.key}.json").exists():
                 return False
@@ -200,15 +206,6 @@ class DeliveryQueue:
     def pending(self) -> int:
         with self._cv:
             return len(self._queued)
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block until no delivery is pending (tests, shutdown); True if idle."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.pending() == 0:
-                return True
-            time.sleep(0.05)
-        return self.pending() == 0
 
     # --- internals
     def _push(self, d: Delivery, delay_s: float) -> None:
@@ -250,6 +247,7 @@ class DeliveryQueue:
             destination=d.destination.label,
             attempt=d.attempt,
             rtstruct_sop_uid=sop_uid,
+            redelivery=bool(d.redelivery),
         )
         with self._cv:
             self._write(self.delivered_dir / f"{d.key}.json", d.to_json())

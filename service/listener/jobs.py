@@ -38,6 +38,7 @@ class JobView:
     rtstruct_path: Path | None = None
     error_code: str | None = None
     error_message: str | None = None
+    qa_status: str | None = None  # ok / review / fail once succeeded
 
     @property
     def done(self) -> bool:
@@ -45,8 +46,11 @@ class JobView:
 
 
 class JobBackend(Protocol):
-    def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
-        """Create (or find) the job for the DICOM files in ``batch_dir``; the backend takes the files over."""
+    def submit(
+        self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str, recompute: bool = False
+    ) -> SubmittedJob:
+        """Create (or find) the job for the DICOM files in ``batch_dir``; the backend takes the files over.
+        ``recompute``: a new job even if a succeeded one exists for the same series and model."""
         ...
 
     def poll(self, job_id: str) -> JobView: ...
@@ -114,9 +118,13 @@ class ServiceJobBackend:
             spacing = None
         return settings.memory_budget_mb * 2**20, spacing
 
-    def submit(self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str) -> SubmittedJob:
+    def submit(
+        self, batch_dir: Path, *, series_uid: str, model: str | None, owner: str, recompute: bool = False
+    ) -> SubmittedJob:
         try:
-            res = self.service.submit_series(batch_dir, owner=owner, model=model, series_uid=series_uid, move=True)
+            res = self.service.submit_series(
+                batch_dir, owner=owner, model=model, series_uid=series_uid, move=True, recompute=recompute
+            )
         except DispatchUnavailable as exc:
             raise SubmitLater(exc.code, exc.message, float(exc.retry_after_s)) from None
         return SubmittedJob(res.job.id, existing=not res.created)
@@ -128,7 +136,9 @@ class ServiceJobBackend:
             return JobView(job_id, JobState.FAILED, error_code=ErrorCode.JOB_NOT_FOUND, error_message="job deleted")
         rtstruct = self.service.output_path(job_id, "rtstruct") if rec.state == JobState.SUCCEEDED else None
         err = rec.error
-        return JobView(job_id, rec.state, rtstruct, err.code if err else None, err.message if err else None)
+        return JobView(
+            job_id, rec.state, rtstruct, err.code if err else None, err.message if err else None, rec.qa_status
+        )
 
     def maintenance(self) -> None:
         """The service's retention clean-up every PAROTID_CLEANUP_INTERVAL_S, as ``parotid-seg serve`` does, so a

@@ -3,8 +3,9 @@
 Reception runs on pynetdicom's association threads (``scp.StorageHandlers``). One background loop thread turns
 ready series into jobs (a hard-linked snapshot of the spooled series is submitted to the service's job store,
 whose idempotency decides whether it is a new job), drops expired spool data, and follows submitted jobs; when a
-job succeeds its RTSTRUCT is queued for delivery (``delivery.DeliveryQueue``, its own threads). Jobs being followed
-are recorded in ``<spool>/active/`` so a restart still delivers their results.
+job succeeds its RTSTRUCT is queued for delivery (``delivery.DeliveryQueue``, its own threads). A series the
+job store already processed follows the peer's ``on_resend`` (redeliver the existing result, ignore, or
+recompute). Jobs being followed are recorded in ``<spool>/active/`` so a restart still delivers their results.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +46,18 @@ class ActiveJob:
     calling_ae: str
     destination: Destination | None
     review_before_send: bool = False  # the peer's RTSTRUCT waits for approval (service.listener.review_hold)
+    redelivery: str = ""  # non-empty: the series was sent again, its existing result goes out again (on_resend)
+    qa_hold: str = "fail"  # the peer's QA delivery policy (PeerConfig.qa_hold): none, fail or review
+
+
+_QA_RANK = {"ok": 0, "review": 1, "fail": 2}
+
+
+def held_for_qa(qa_status: str | None, policy: str) -> bool:
+    """True when a result with ``qa_status`` must wait for review under the peer's ``qa_hold`` policy."""
+    if policy == "none" or qa_status not in _QA_RANK:
+        return False
+    return _QA_RANK[qa_status] >= _QA_RANK[policy]
 
 
 def resolve_destination(settings: ListenerSettings, origin: Origin) -> Destination | None:
@@ -183,9 +197,15 @@ class Listener:
             peer_host=r.origin.peer_host,
             reason=r.reason,
         )
+        peer = self.settings.peer(r.origin.calling_ae)
+        on_resend = peer.on_resend if peer is not None else "redeliver"
         try:
             sub = self.jobs.submit(
-                batch, series_uid=r.series_uid, model=self.settings.model, owner=owner_for_ae(r.origin.calling_ae)
+                batch,
+                series_uid=r.series_uid,
+                model=self.settings.model,
+                owner=owner_for_ae(r.origin.calling_ae),
+                recompute=on_resend == "recompute",
             )
         except EnvironmentFault as exc:  # the model store, not the series: try again once it is fixed
             self._defer(r, str(exc.code), exc.message, 60.0)
@@ -206,16 +226,19 @@ class Listener:
         finally:
             self.spool.remove_batch(batch)
         self._write_marker(r.series_uid, sub.job_id, n)
-        peer = self.settings.peer(r.origin.calling_ae)
         job = ActiveJob(
             sub.job_id,
             r.series_uid,
             r.origin.calling_ae,
             resolve_destination(self.settings, r.origin),
             review_before_send=bool(peer and peer.review_before_send),
+            redelivery=uuid.uuid4().hex[:12] if sub.existing and on_resend == "redeliver" else "",
+            qa_hold=peer.qa_hold if peer else "fail",
         )
-        self._active[job.job_id] = job
-        self._save_active(job)
+        ignored = sub.existing and on_resend == "ignore"  # nothing goes back (a first send still running is followed)
+        if not ignored:
+            self._active[job.job_id] = job
+            self._save_active(job)
         self.audit.record(
             "job_submitted",
             series_uid=r.series_uid,
@@ -223,10 +246,12 @@ class Listener:
             n_instances=n,
             job_id=sub.job_id,
             existing_job=sub.existing,
+            on_resend=on_resend if sub.existing else None,
             calling_ae=r.origin.calling_ae,
             destination=job.destination.label if job.destination else None,
         )
-        self._follow(job)
+        if not ignored:
+            self._follow(job)
 
     def _defer(self, r: ReadySeries, code: str, message: str, delay_s: float) -> None:
         """Submit the series again after ``delay_s`` (from the spool, which still holds every instance)."""
@@ -256,8 +281,12 @@ class Listener:
         if view.state == "succeeded" and job.destination is not None and view.rtstruct_path is not None:
             if job.review_before_send:
                 self.holds.hold(job)
+            elif held_for_qa(view.qa_status, job.qa_hold):
+                self.holds.hold(job, reason=f"QA {view.qa_status} (peer policy: hold {job.qa_hold})")
             else:
-                self.delivery.enqueue(job.job_id, job.series_uid, view.rtstruct_path, job.destination)
+                self.delivery.enqueue(
+                    job.job_id, job.series_uid, view.rtstruct_path, job.destination, redelivery=job.redelivery
+                )
 
     # ------------------------------------------------------------------ persistence
     def _write_marker(self, series_uid: str, job_id: str, n_instances: int) -> None:
@@ -292,16 +321,19 @@ class Listener:
                 d = json.loads(f.read_text())
                 dest = Destination(**d["destination"]) if d.get("destination") else None
                 self._active[d["job_id"]] = ActiveJob(
-                    d["job_id"], d["series_uid"], d["calling_ae"], dest, bool(d.get("review_before_send", False))
+                    d["job_id"],
+                    d["series_uid"],
+                    d["calling_ae"],
+                    dest,
+                    bool(d.get("review_before_send", False)),
+                    str(d.get("redelivery", "")),
+                    str(d.get("qa_hold", "fail")),
                 )
             except (ValueError, KeyError, TypeError):
                 f.unlink(missing_ok=True)
         self.holds.recover(ActiveJob)
 
     # ------------------------------------------------------------------ introspection (tests, health)
-    def active_jobs(self) -> list[str]:
-        return list(self._active)
-
     def idle(self) -> bool:
         """Nothing pending anywhere: no open association, no series waiting, no job followed, no delivery."""
         return (

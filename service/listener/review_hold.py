@@ -34,7 +34,7 @@ class ReviewHolds:
         self.jobs, self.delivery, self.audit = jobs, delivery, audit
         self._held: dict[str, ActiveJob] = {}
 
-    def hold(self, job: ActiveJob) -> None:
+    def hold(self, job: ActiveJob, reason: str = "review before send") -> None:
         assert job.destination is not None
         self._held[job.job_id] = job
         tmp = self.dir / f".{job.job_id}.json.partial"
@@ -42,7 +42,11 @@ class ReviewHolds:
         os.replace(tmp, self.dir / f"{job.job_id}.json")
         self.jobs.hold(job.job_id, job.destination.label)
         self.audit.record(
-            "delivery_held", job_id=job.job_id, series_uid=job.series_uid, destination=job.destination.label
+            "delivery_held",
+            job_id=job.job_id,
+            series_uid=job.series_uid,
+            destination=job.destination.label,
+            reason=reason,
         )
 
     def recover(self, make_job) -> None:

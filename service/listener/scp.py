@@ -1,11 +1,15 @@
 """The pynetdicom side: the application entity, its presentation contexts and its event handlers.
 
-Supported: Verification (C-ECHO) and CT Image Storage (C-STORE) in the transfer syntaxes the pipeline decodes.
+Supported: Verification (C-ECHO) and CT Image Storage (C-STORE) in the transfer syntaxes the pipeline decodes,
+plus the other storage SOP classes a PACS or modality sends with a study (``sop_classes.DROPPED_SOP_CLASSES``:
+MR, PET, RTSTRUCT, RTPLAN, RTDOSE, RT Image, secondary capture, SR, KOS, PDF, presentation states, SEG, ...), which
+are answered Success, never decoded or kept, and counted by SOP class name in the association's audit line
+(``dropped``), so a whole-study send never fails because of them.
 Association policy: the called AE title must be ours (unless ``require_called_ae`` is off) and the calling AE
 title must be in the allow-list (unless ``allow_unknown_ae``). C-STORE statuses are decided here, in one place:
 
 =========  =====================================================================================
-0x0000     stored (spooled atomically)
+0x0000     stored (spooled atomically), or a non-CT storage SOP class dropped (``dropped`` in the audit line)
 0xA700     Refused, out of resources: free disk below the watermark, or the write failed, or a deflated data
            set that inflates beyond ``inflate.MAX_INFLATED_BYTES`` (measured by a streaming inflate, before
            parsing), or a C-STORE handled after its association ended, or its series over the memory budget
@@ -54,6 +58,7 @@ from service.listener.audit import AuditLog
 from service.listener.series_budget import SeriesBudget, Verdict
 from service.listener.server import start_guarded_server
 from service.listener.settings import ListenerSettings
+from service.listener.sop_classes import DROPPED_SOP_CLASSES, DROPPED_TRANSFER_SYNTAXES, sop_class_label
 from service.listener.spool import Spool, is_valid_uid
 from service.listener.tracker import Origin, SeriesTracker
 from service.pipeline.inflate import MAX_INFLATED_BYTES, inflated_size_exceeds
@@ -92,6 +97,7 @@ class AssociationRecord:
     peer_port: int
     tls: bool
     statuses: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)  # SOP class name -> instances accepted and dropped
     series_uids: set[str] = field(default_factory=set)
     outcome: str | None = None
 
@@ -123,6 +129,8 @@ def build_ae(settings: ListenerSettings) -> AE:
     ae.dimse_timeout = settings.network_timeout_s
     ae.add_supported_context(Verification)
     ae.add_supported_context(CTImageStorage, CT_TRANSFER_SYNTAXES)
+    for sop_class in DROPPED_SOP_CLASSES:
+        ae.add_supported_context(sop_class, DROPPED_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -205,7 +213,8 @@ class StorageHandlers:
             return
         rec.outcome = outcome
         self.tracker.association_ended(rec.seq, released=outcome == "released")
-        n_stored = rec.statuses.get(STATUS_SUCCESS, 0)
+        n_dropped = sum(rec.dropped.values())
+        n_stored = rec.statuses.get(STATUS_SUCCESS, 0) - n_dropped
         self.audit.record(
             "association",
             assoc_id=rec.seq,
@@ -216,7 +225,9 @@ class StorageHandlers:
             tls=rec.tls,
             outcome=outcome,
             n_stored=n_stored,
-            n_refused=sum(rec.statuses.values()) - n_stored,
+            n_refused=sum(rec.statuses.values()) - n_stored - n_dropped,
+            n_dropped=n_dropped,
+            dropped=dict(sorted(rec.dropped.items())),
             statuses={f"0x{k:04X}": v for k, v in sorted(rec.statuses.items())},
             series_uids=sorted(rec.series_uids),
         )
@@ -243,6 +254,11 @@ class StorageHandlers:
         if rec is None:  # its association has already ended (connection dropped): nobody hears the answer
             log.warning("refusing C-STORE handled after its association ended")
             return STATUS_OUT_OF_RESOURCES, None
+        req: Any = event.request
+        requested_class = str(req.AffectedSOPClassUID)
+        if requested_class in DROPPED_SOP_CLASSES:  # part of a study send: accepted, not decoded, not kept
+            rec.dropped[sop_class_label(requested_class)] += 1
+            return STATUS_SUCCESS, None
         if str(event.context.transfer_syntax) == DeflatedExplicitVRLittleEndian:
             raw = cast(Any, event.request).DataSet
             if raw is not None:
@@ -269,10 +285,9 @@ class StorageHandlers:
         except Exception as exc:  # noqa: BLE001 - any decoding failure of peer data
             log.warning("C-STORE data set could not be decoded: %s", type(exc).__name__)
             return STATUS_CANNOT_UNDERSTAND, None
-        req: Any = event.request
         if (
             sop_class != CTImageStorage
-            or sop_class != str(req.AffectedSOPClassUID)
+            or sop_class != requested_class
             or sop_uid != str(req.AffectedSOPInstanceUID)
             or not is_valid_uid(sop_uid)
             or not is_valid_uid(series_uid)

@@ -33,7 +33,7 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-LOGGER = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 REJECT_SLOTS = 2  # association threads beyond max_associations that may still answer "local limit exceeded"
 A_ASSOCIATE_RQ = 0x01
@@ -76,7 +76,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             while len(self._pending) > self.max_pending:
                 evicted.append(self._pending.popitem(last=False)[0])
         for sock in evicted:  # its own thread wakes up, sees the connection closed and ends
-            LOGGER.warning("closing a connection that sent no A-ASSOCIATE-RQ (pending connections full)")
+            log.warning("closing a connection that sent no A-ASSOCIATE-RQ (pending connections full)")
             _shutdown(sock)
         try:
             super().process_request(request, client_address)  # ThreadingMixIn: one thread for the connection
@@ -93,7 +93,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             _close(request)
             return
         if not self._assoc_slots.acquire(blocking=False):
-            LOGGER.warning("closing a connection: association threads at their limit")
+            log.warning("closing a connection: association threads at their limit")
             _close(conn)
             return
         try:

@@ -37,6 +37,11 @@ class PeerConfig(BaseModel):
     over TLS, verifying the destination's certificate (against ``return_tls_ca_file`` of the listener, else the
     system's trust store) and its host name or IP address. ``review_before_send`` keeps the RTSTRUCT until a
     reviewer approves it in the review workstation (``/ui``); a rejected result is never sent.
+
+    ``on_resend``: what a series this peer sends again (same series, same pixel data, same model) gets once its
+    job has succeeded: ``redeliver`` (default) sends the existing RTSTRUCT again without recomputing (a planning
+    system user who deleted the structure set just sends the CT again); ``ignore`` sends nothing; ``recompute``
+    runs a new job (the old one stays in the job store) and delivers its result.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,6 +53,10 @@ class PeerConfig(BaseModel):
     return_port: int | None = Field(None, ge=1, le=65535)
     return_tls: bool = False
     review_before_send: bool = False
+    # QA delivery policy: hold results whose QA status is at least this until a reviewer approves them (the same
+    # hold as review_before_send); "none" delivers every result. Default: a QA `fail` is never sent unreviewed.
+    qa_hold: Literal["none", "fail", "review"] = "fail"
+    on_resend: Literal["redeliver", "ignore", "recompute"] = "redeliver"
 
     @field_validator("ae_title", "return_ae_title")
     @classmethod

@@ -2,7 +2,7 @@
 
 Why edges and not pixel centres: a polygon drawn through the centres of the boundary pixels leaves out half of
 every boundary pixel, so a planning system that rasterizes it back (pixel centre inside polygon) loses volume;
-at 4-5 mm pixels that cost a round-trip Dice of 0.65-0.75 (see ../shared/ARCHITECTURE.md, rt-utils). Polygons
+at 4-5 mm pixels that cost a round-trip Dice of 0.65-0.75 (docs/architecture.md, "Known pitfalls"). Polygons
 along the pixel edges enclose exactly the pixel centres of the mask, and no pixel centre ever lies on one of
 their edges, so any centre-inside-polygon rasterizer gets the mask back exactly.
 

@@ -47,16 +47,31 @@ class GlandMask:
         return not bool(self.mask_zyx.any())
 
 
-def _bbox(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
-    """Bounding box of ``mask`` grown by ``margin`` voxels and clipped to the array; None if empty."""
-    slices = []
-    for axis in range(mask.ndim):
+def bounding_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` grown by ``margin`` voxels and clipped to the array; None if empty.
+
+    The first axis is reduced over the whole array, the others only over the slab it found."""
+    idx = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if idx.size == 0:
+        return None
+    first = slice(int(idx[0]), int(idx[-1]) + 1)
+    slab = mask[first]
+    spans = [(first.start, first.stop - 1)]
+    for axis in range(1, mask.ndim):
         others = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=others))
-        if idx.size == 0:
-            return None
-        slices.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(slices)
+        idx = np.flatnonzero(slab.any(axis=others))
+        spans.append((int(idx[0]), int(idx[-1])))
+    return tuple(
+        slice(max(lo - margin, 0), min(hi + 1 + margin, n)) for (lo, hi), n in zip(spans, mask.shape, strict=True)
+    )
+
+
+def mask_indices(mask: np.ndarray) -> np.ndarray:
+    """``np.argwhere(mask)`` (same rows, same order), scanning only the mask's bounding box."""
+    box = bounding_box(mask, margin=0)
+    if box is None:
+        return np.empty((0, mask.ndim), dtype=np.intp)
+    return np.argwhere(mask[box]) + np.array([s.start for s in box], dtype=np.intp)
 
 
 def fill_holes_axial(mask_zyx: np.ndarray) -> np.ndarray:
@@ -74,7 +89,7 @@ def clean_mask(label_mask_zyx: np.ndarray) -> tuple[np.ndarray, int, float]:
     input for speed; the returned mask has the input's shape.
     """
     out = np.zeros(label_mask_zyx.shape, dtype=bool)
-    box = _bbox(label_mask_zyx)
+    box = bounding_box(label_mask_zyx)
     if box is None:
         return out, 0, 1.0
     sub = label_mask_zyx[box]
@@ -83,7 +98,7 @@ def clean_mask(label_mask_zyx: np.ndarray) -> tuple[np.ndarray, int, float]:
     keep = int(np.argmax(sizes)) + 1
     largest = labelled == keep
     # fill only around the kept component: stray voxels elsewhere can make ``box`` the whole grid
-    inner = _bbox(largest) or (slice(None),) * largest.ndim
+    inner = bounding_box(largest) or (slice(None),) * largest.ndim
     filled = ndimage.binary_fill_holes(largest[inner])  # 3D cavities, background 6-connected (default structure)
     largest[inner] = fill_holes_axial(filled)
     out[box] = largest

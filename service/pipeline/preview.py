@@ -7,7 +7,8 @@ outline drawn over a soft-tissue window (W 400 / L 40 HU). Display conventions:
   left; superior is up in coronal and sagittal. Every panel is labelled with R/L, A/P, S/I markers;
 - true aspect ratio: images are placed on axes in mm (LPS coordinates, ticks in mm) with equal aspect;
 - outlines follow voxel edges (the mask is upsampled nearest-neighbour before contouring at 0.5);
-- the legend gives each gland's name, colour and volume; an empty gland is listed as EMPTY.
+- the legend gives each gland's name, colour and volume; an empty gland is listed as EMPTY; names and colours are
+  the structure template's (:mod:`service.pipeline.structures`), the same as in the RTSTRUCT.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot global state, safe in worker threads). The PNG is
 written to a temporary name in the target directory and renamed, so a reader never sees a partial file.
@@ -15,6 +16,7 @@ written to a temporary name in the target directory and renamed, so a reader nev
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +29,14 @@ from scipy import ndimage
 
 from service.fileio import atomic_write
 from service.pipeline.metrics import volume_cc
+from service.pipeline.postprocess import bounding_box, mask_indices
+from service.pipeline.structures import StructureTemplate, hex_color
 from service.pipeline.volume import Volume
 
 WINDOW_HU = (40.0 - 200.0, 40.0 + 200.0)  # W 400 / L 40
-GLAND_COLOURS = {"Parotid_L": "#ff8c00", "Parotid_R": "#00bfff"}
-_FALLBACK_COLOURS = ("#39ff14", "#ff00ff", "#ffff00", "#ff4040")
 _UPSAMPLE = 4
 _MARGIN_MM = 15.0
 _Z_MARGIN_MM = 40.0
-
-
-def _colour(name: str, n: int) -> str:
-    return GLAND_COLOURS.get(name, _FALLBACK_COLOURS[n % len(_FALLBACK_COLOURS)])
 
 
 def _crop_box(ct: Volume, masks: dict[str, np.ndarray]) -> tuple[slice, slice, slice]:
@@ -115,9 +113,14 @@ def _panel(
         aspect="equal",
     )
     for mask2d, color in outlines:
-        if mask2d.any():
-            up = np.repeat(np.repeat(mask2d.astype(np.float32), _UPSAMPLE, axis=0), _UPSAMPLE, axis=1)
-            ax.contour(h_up, v_up, up, levels=[0.5], colors=[color], linewidths=1.3)
+        # contour only around the outline (1 voxel of margin): the same lines, far less work
+        box = bounding_box(mask2d)
+        if box is not None:
+            rows, cols = box
+            up = np.repeat(np.repeat(mask2d[box].astype(np.float32), _UPSAMPLE, axis=0), _UPSAMPLE, axis=1)
+            h = h_up[cols.start * _UPSAMPLE : cols.stop * _UPSAMPLE]
+            v = v_up[rows.start * _UPSAMPLE : rows.stop * _UPSAMPLE]
+            ax.contour(h, v, up, levels=[0.5], colors=[color], linewidths=1.3)
     ax.set_xlim(h_range)
     ax.set_ylim((v_hi, v_lo) if v_down else (v_lo, v_hi))
     ax.tick_params(labelsize=7)
@@ -200,33 +203,41 @@ def write_preview(
     path: Path,
     *,
     title: str = "",
+    colors: Mapping[str, Sequence[int]] | None = None,
     uncertainty_zyx: np.ndarray | None = None,
 ) -> None:
-    """Write the preview PNG of ``masks`` (name -> bool mask on the CT grid) over ``ct`` (HU) to ``path``.
+    """Write the preview PNG of ``masks`` (ROI name -> bool mask on the CT grid) over ``ct`` (HU) to ``path``.
 
-    ``title`` should name the model, its version and the QA status (``QAReport.summary_line()``).
-    ``uncertainty_zyx`` (the QA's uncertainty map on the CT grid) adds the band where it is at least
-    ``UNCERTAIN_LEVEL``, outlined in yellow: where the reviewer should look first.
+    ``title`` should name the model, its version and the QA status (``QAReport.summary_line()``). ``colors``
+    (ROI name -> RGB 0-255) are the structure template's, the same as the RTSTRUCT's (3006,002A) ROI Display
+    Color; names without one get the template's defaults. ``uncertainty_zyx`` (the QA's uncertainty map on the CT
+    grid) adds the band where it is at least ``UNCERTAIN_LEVEL``, outlined in yellow: where the reviewer should
+    look first.
     """
     path = Path(path)
     masks = {n: np.asarray(m, dtype=bool) for n, m in masks.items()}
     for name, m in masks.items():
         if m.shape != ct.shape_zyx:
             raise ValueError(f"{name}: mask shape {m.shape} != CT grid {ct.shape_zyx}")
-    colors = {n: _colour(n, idx) for idx, n in enumerate(masks)}
+    given = {n: (int(c[0]), int(c[1]), int(c[2])) for n, c in (colors or {}).items()}
+    rgb = StructureTemplate(colors=given).colors_for(list(masks))
+    hex_colors = {n: hex_color(c) for n, c in rgb.items()}
     box = _crop_box(ct, masks)
     rows: list[tuple[str, tuple[int, int, int]]] = []
     for name, m in masks.items():
         if m.any():
-            c = np.rint(np.argwhere(m).mean(axis=0)).astype(int)
+            c = np.rint(mask_indices(m).mean(axis=0)).astype(int)
             rows.append((f"{name} centroid", (int(c[0]), int(c[1]), int(c[2]))))
     if not rows:
         rows.append(("grid centre (no gland)", tuple(s // 2 for s in ct.shape_zyx)))  # type: ignore[arg-type]
 
-    fig = Figure(figsize=(13.5, 4.6 * len(rows) + 1.0), dpi=100, facecolor="white", layout="constrained")
+    # a fixed layout (margins in inches): a layout engine would draw the whole figure twice to measure it
+    height = 4.6 * len(rows) + 1.0
+    fig = Figure(figsize=(13.5, height), dpi=100, facecolor="white")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    drawn, drawn_colours = dict(masks), dict(colors)
+    grid = {"left": 0.05, "right": 0.99, "bottom": 0.45 / height, "top": 1.0 - 1.0 / height, "wspace": 0.25}
+    axes = fig.subplots(len(rows), 3, squeeze=False, gridspec_kw={**grid, "hspace": 0.7 / 4.6})
+    drawn, drawn_colours = dict(masks), dict(hex_colors)
     band = None
     if uncertainty_zyx is not None and uncertainty_zyx.shape == ct.shape_zyx:
         band = np.asarray(uncertainty_zyx) >= UNCERTAIN_LEVEL
@@ -237,19 +248,21 @@ def write_preview(
     handles = []
     for name, m in masks.items():
         label = f"{name}: {volume_cc(m, ct.spacing_mm_zyx):.1f} cc" if m.any() else f"{name}: EMPTY (no contour)"
-        handles.append(Line2D([], [], color=colors[name], linewidth=2.5, label=label))
+        handles.append(Line2D([], [], color=hex_colors[name], linewidth=2.5, label=label))
     if band is not None:
         handles.append(
             Line2D([], [], color=UNCERTAIN_COLOUR, linewidth=2.5, label=f"uncertainty >= {UNCERTAIN_LEVEL:g} (QA)")
         )
     if handles:
-        fig.legend(handles=handles, loc="outside upper right", fontsize=10, frameon=True)
+        fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1.0), fontsize=10, frameon=True)
     heading = title or "automatic parotid contours"
     fig.suptitle(
         f"{heading}\nsoft-tissue window W400/L40 · radiological view · research use, review every contour",
         fontsize=11,
         x=0.01,
+        y=1.0 - 0.08 / height,
         ha="left",
+        va="top",
     )
 
     with atomic_write(path) as fh:

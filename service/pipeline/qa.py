@@ -28,7 +28,6 @@ No patient name or ID is ever written into the report. The schema is in ``servic
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,9 +36,10 @@ from scipy import ndimage
 
 from service.fileio import write_atomic
 from service.pipeline import metrics
-from service.pipeline.postprocess import GlandMask
+from service.pipeline.postprocess import GlandMask, mask_indices
 from service.pipeline.qa_calibration import QACalibration
 from service.pipeline.qa_perturb import MemberPrediction
+from service.pipeline.qa_reference import compare_reference, find_reference, reference_flags
 from service.pipeline.qa_schema import (
     XYZ,
     GlandQA,
@@ -50,7 +50,6 @@ from service.pipeline.qa_schema import (
     QAFlag,
     QAReport,
     QAThresholds,
-    ReferenceComparison,
     Status,
 )
 from service.pipeline.qa_verdict import apply_signals, calibration_summary
@@ -59,10 +58,6 @@ from service.pipeline.volume import Volume
 
 LR_PAIRS: tuple[tuple[str, str], ...] = (("Parotid_L", "Parotid_R"),)
 _SEVERITY_RANK = {"ok": 0, "review": 1, "fail": 2}
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _input_summary(ct: Volume) -> InputSummary:
@@ -97,7 +92,7 @@ def _gland_qa(ct: Volume, gland: GlandMask, th: QAThresholds, flags: list[QAFlag
     if count == 0:
         raised.append(QAFlag(severity="fail", code="empty_gland", gland=name, message=f"{name} is empty"))
     else:
-        kji = np.argwhere(mask)
+        kji = mask_indices(mask)  # np.argwhere inside the gland's box
         centroid = _xyz(ct.index_to_lps(kji.mean(axis=0)))
         lo = _xyz(ct.index_to_lps(kji.min(axis=0)))
         hi = _xyz(ct.index_to_lps(kji.max(axis=0)))
@@ -252,31 +247,6 @@ def _pair_qa(
     return PairQA(left=left.name, right=right.name, lr_volume_ratio=ratio, laterality=lat)
 
 
-def _find_reference(name: str, reference: dict[str, np.ndarray]) -> str | None:
-    if name in reference:
-        return name
-    matches = [k for k in reference if k.lower() == name.lower()]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _compare(ct: Volume, gland: GlandMask, ref_name: str, ref: np.ndarray, volume: float) -> ReferenceComparison:
-    ref = np.asarray(ref, dtype=bool)
-    if ref.shape != ct.shape_zyx:
-        raise ValueError(f"reference {ref_name}: shape {ref.shape} != CT grid {ct.shape_zyx}")
-    ref_cc = metrics.volume_cc(ref, ct.spacing_mm_zyx)
-    hd95, msd = metrics.surface_metrics_mm(gland.mask_zyx, ref, ct.spacing_mm_zyx)
-    return ReferenceComparison(
-        reference_roi=ref_name,
-        reference_volume_cc=ref_cc,
-        dice=_finite_or_none(metrics.dice(gland.mask_zyx, ref)),
-        iou=_finite_or_none(metrics.iou(gland.mask_zyx, ref)),
-        hd95_mm=_finite_or_none(hd95),
-        mean_surface_distance_mm=_finite_or_none(msd),
-        volume_difference_cc=volume - ref_cc,
-        volume_difference_pct=100.0 * (volume - ref_cc) / ref_cc if ref_cc > 0 else None,
-    )
-
-
 def build_qa(
     ct: Volume,
     glands: dict[str, GlandMask],
@@ -314,12 +284,12 @@ def build_qa(
             pairs.append(_pair_qa(ct, gland_qa[left], gland_qa[right], masks, th, flags))
     if reference is not None:
         for name, g in glands.items():
-            ref_name = _find_reference(name, reference)
+            ref_name = find_reference(name, reference)
             if ref_name is None:
                 notes.append(f"no reference ROI named {name}; reference ROIs: {sorted(reference)}")
                 continue
-            gland_qa[name].reference = _compare(ct, g, ref_name, reference[ref_name], gland_qa[name].volume_cc)
-            flags.extend(_reference_flags(name, gland_qa[name].reference, th))  # type: ignore[arg-type]
+            gland_qa[name].reference = compare_reference(ct, g, ref_name, reference[ref_name], gland_qa[name].volume_cc)
+            flags.extend(reference_flags(name, gland_qa[name].reference, th))  # type: ignore[arg-type]
     input_checks = None
     if probs_ct_zyxc is not None:
         input_checks = apply_signals(
@@ -349,40 +319,6 @@ def build_qa(
         input_checks=input_checks,
         calibration=calibration_summary(calibration),
     )
-
-
-def _reference_flags(name: str, ref: ReferenceComparison, th: QAThresholds) -> list[QAFlag]:
-    """`review` flags for a gland beyond the reference tolerances (Dice, HD95, volume error)."""
-    out = []
-
-    def flag(code: str, signal: str, value: float, limit: float, text: str) -> None:
-        msg = f"{name} against reference {ref.reference_roi}: {text}"
-        out.append(
-            QAFlag(severity="review", code=code, gland=name, message=msg, signal=signal, value=value, threshold=limit)
-        )
-
-    if ref.dice is not None and ref.dice < th.reference_min_dice:
-        flag(
-            "reference_dice",
-            "dice",
-            ref.dice,
-            th.reference_min_dice,
-            f"Dice {ref.dice:.2f} < {th.reference_min_dice:g}",
-        )
-    if ref.hd95_mm is not None and ref.hd95_mm > th.reference_max_hd95_mm:
-        limit = th.reference_max_hd95_mm
-        flag("reference_hd95", "hd95_mm", ref.hd95_mm, limit, f"HD95 {ref.hd95_mm:.1f} mm > {limit:g} mm")
-    pct = ref.volume_difference_pct
-    if pct is not None and abs(pct) > th.reference_max_volume_error_pct:
-        limit = th.reference_max_volume_error_pct
-        flag(
-            "reference_volume_error",
-            "volume_difference_pct",
-            pct,
-            limit,
-            f"volume error {pct:+.0f}% beyond +/-{limit:g}%",
-        )
-    return out
 
 
 def write_qa_json(report: QAReport, path: Path) -> None:

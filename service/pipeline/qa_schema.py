@@ -94,7 +94,9 @@ class UncertainSlice(BaseModel):
 
 
 class GlandQA(BaseModel):
-    name: str
+    name: str  # the model's label (the key of ``QAReport.glands``)
+    roi_name: str | None = None  # (3006,0026) ROI Name in the RTSTRUCT and the preview (the structure template's)
+    display_color_rgb: tuple[int, int, int] | None = None  # (3006,002A) ROI Display Color, also the preview's
     empty: bool
     voxel_count: int
     volume_cc: float

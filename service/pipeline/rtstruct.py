@@ -10,12 +10,15 @@ recovers the mask exactly.
 
 What is written (RT Structure Set IOD, PS3.3 A.19):
 
-- Patient and General Study modules copied from the CT (``Volume.info.patient_study_attrs``), the CT's
-  (0020,000D) StudyInstanceUID and (0020,0052) FrameOfReferenceUID; a new series and SOP instance.
+- Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study and Frame of Reference
+  modules and (0008,0005) Specific Character Set copied from the CT (``Volume.info.patient_study_attrs``, made by
+  the loader from the same table, :mod:`service.pipeline.dicom_modules`), the CT's (0020,000D) StudyInstanceUID
+  and (0020,0052) FrameOfReferenceUID; a new series and SOP instance.
 - (3006,0010) ReferencedFrameOfReferenceSequence -> RTReferencedStudySequence -> RTReferencedSeriesSequence ->
   (3006,0016) ContourImageSequence listing every CT image of the series.
-- One ROI per mask, ROINumber 1..n in the order given; (3006,0036) ROIGenerationAlgorithm AUTOMATIC,
-  (3006,00A4) RTROIInterpretedType ORGAN, distinct (3006,002A) ROIDisplayColor.
+- One ROI per mask, ROINumber 1..n in the order given, (3006,0026) ROIName as given (the caller applies the
+  structure template, :mod:`service.pipeline.structures`); (3006,0036) ROIGenerationAlgorithm AUTOMATIC,
+  (3006,00A4) RTROIInterpretedType ORGAN, (3006,002A) ROIDisplayColor from ``colors`` (the template's).
 - One CLOSED_PLANAR contour per polygon per slice, each referencing the CT image of its slice; the contour z is
   the slice's stored (0020,0032) z when ``SeriesInfo.slice_z_mm`` is known. DS values have at most 16 characters.
 - Marked as machine-made and unapproved: (3006,0002) StructureSetLabel "AUTO Parotid", SeriesDescription and
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -46,7 +49,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, RTSt
 
 from service.fileio import atomic_write, default_file_mode
 from service.pipeline.contours import mask_to_polygons
+from service.pipeline.dicom_modules import apply_module_attributes
 from service.pipeline.rtstruct_values import conform_values
+from service.pipeline.structures import StructureTemplate
 from service.pipeline.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -58,51 +63,6 @@ SERIES_NUMBER = 901
 # (0008,1150) for RTReferencedStudySequence: Detached Study Management SOP Class, as the standard's example
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
-
-DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {"Parotid_L": (0, 170, 255), "Parotid_R": (255, 120, 0)}
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 200, 80),
-    (230, 40, 160),
-    (240, 220, 0),
-    (140, 90, 255),
-    (0, 220, 220),
-    (200, 30, 30),
-)
-
-# Patient, General Study and Patient Study module attributes we copy from the CT; the type 2 ones are written
-# (empty) even when the CT lacks them.
-_COPY_KEYWORDS = (
-    "SpecificCharacterSet",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientBirthTime",
-    "OtherPatientIDsSequence",
-    "PatientIdentityRemoved",
-    "DeidentificationMethod",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "StudyDescription",
-    "PatientAge",
-    "PatientSize",
-    "PatientWeight",
-)
-_TYPE2_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-)
 
 
 def format_ds(value: float) -> str:
@@ -138,20 +98,6 @@ def _package_version() -> str:
         return metadata.version("parotid-seg")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def _colors_for(names: Sequence[str], colors: Mapping[str, tuple[int, int, int]] | None) -> list[list[int]]:
-    chosen: dict[str, tuple[int, int, int]] = {}
-    for name in names:
-        if colors and name in colors:
-            chosen[name] = tuple(int(v) for v in colors[name])  # type: ignore[assignment]
-        elif name in DEFAULT_COLORS and DEFAULT_COLORS[name] not in chosen.values():
-            chosen[name] = DEFAULT_COLORS[name]
-    spare = [c for c in _PALETTE if c not in chosen.values()]
-    for i, name in enumerate(names):
-        if name not in chosen:
-            chosen[name] = spare[i % len(spare)] if spare else _PALETTE[i % len(_PALETTE)]
-    return [list(chosen[name]) for name in names]
 
 
 def _slice_z_mm(ct: Volume) -> list[float]:
@@ -253,12 +199,10 @@ def build_rtstruct(
     ds = Dataset()
     ds.file_meta = meta
 
-    attrs, _ = conform_values(info.patient_study_attrs)  # values that fit their VR (rtstruct_values)
-    for keyword in _COPY_KEYWORDS:
-        if keyword in attrs and attrs[keyword] is not None:
-            setattr(ds, keyword, attrs[keyword])
-        elif keyword in _TYPE2_KEYWORDS:
-            setattr(ds, keyword, "")
+    # Patient, Clinical Trial Subject, General Study, Patient Study, Clinical Trial Study, Frame of Reference and
+    # (0008,0005) Specific Character Set, from the one table the loader copied them with, made to fit their VRs
+    attrs, _ = conform_values(info.patient_study_attrs)  # (rtstruct_values)
+    apply_module_attributes(ds, attrs)
     # SOP Common
     ds.SOPClassUID = RTStructureSetStorage
     ds.SOPInstanceUID = sop_uid
@@ -276,7 +220,6 @@ def build_rtstruct(
     ds.ManufacturerModelName = model_name[:64]
     ds.SoftwareVersions = [f"parotid-seg {version}"[:64], f"{model_name} {model_version}"[:64]]
     ds.FrameOfReferenceUID = info.frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
     # Structure Set
     ds.StructureSetLabel = STRUCTURE_SET_LABEL
     ds.StructureSetName = f"AUTO {model_name} {model_version}"[:64]
@@ -304,7 +247,9 @@ def build_rtstruct(
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
 
     names = list(masks)
-    roi_colors = _colors_for(names, colors)
+    # colours by ROI name; names without one: the template's defaults (service.pipeline.structures)
+    by_name = StructureTemplate(colors=dict(colors or {})).colors_for(names)
+    roi_colors = [list(by_name[name]) for name in names]
     z_mm = _slice_z_mm(ct)
     rois, contours, observations = [], [], []
     for number, (name, color) in enumerate(zip(names, roi_colors, strict=True), start=1):

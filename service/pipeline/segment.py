@@ -3,6 +3,10 @@
 load_series -> preprocess -> infer -> postprocess -> RTSTRUCT + QA + preview. Input is validated (and the
 reference RTSTRUCT read) before anything is written; the outputs are written under temporary names and renamed
 only when all of them are complete, so a rejected input never leaves a file behind.
+
+Imports: only what reading and checking the input needs is imported with this module; the numerical stages,
+the QA and the writers are imported once the input has been accepted, so that a rejection (e.g. from the CLI)
+answers without paying for SciPy, Matplotlib or a network runtime.
 """
 
 from __future__ import annotations
@@ -11,22 +15,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, resolve_bundle
-from service.pipeline.infer import probabilities_to_ct_grid
-from service.pipeline.postprocess import GlandMask, postprocess
-from service.pipeline.preprocess import preprocess_volume, resample_back
-from service.pipeline.qa import QAReport, QAThresholds, build_qa, write_qa_json
-from service.pipeline.qa_calibration import load_calibration
-from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, predict_with_members
-from service.pipeline.qa_verdict import rtstruct_texts
-from service.pipeline.rtstruct import write_rtstruct
-from service.pipeline.rtstruct_read import read_rtstruct_masks
+from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, read_plan, resolve_bundle
 from service.pipeline.series import load_series
 from service.pipeline.stages import PROGRESS_AT, Progress, Stage, StageTimer
+from service.pipeline.structures import DEFAULT_TEMPLATE, StructureTemplate
 from service.pipeline.volume import Volume
+
+if TYPE_CHECKING:
+    from service.pipeline.postprocess import GlandMask
+    from service.pipeline.qa import QAReport, QAThresholds
 
 
 @dataclass
@@ -58,9 +59,8 @@ def run_segmentation(
     ``memory_budget``: bytes the series may need (``budget``); None = ``PAROTID_MEMORY_BUDGET_MB`` or the default."""
     timer = StageTimer(progress)
     ref = resolve_bundle(model, store)
-    with timer.stage(Stage.LOAD_MODEL):
-        loaded = load_bundle(ref)
-    plan = loaded.plan
+    # the input is checked (and the reference read) before the network is loaded: a rejection answers at once
+    plan = read_plan(ref)
     with timer.stage(Stage.READ):
         ct = load_series(
             inputs,
@@ -71,8 +71,20 @@ def run_segmentation(
         )
     ref_masks = None
     if reference is not None:
+        from service.pipeline.rtstruct_read import read_rtstruct_masks
+
         with timer.stage(Stage.READ_REFERENCE):
             ref_masks = read_rtstruct_masks(reference, ct, list(plan.labels[1:]), require_all=False)
+    with timer.stage(Stage.LOAD_MODEL):
+        loaded = load_bundle(ref)
+    plan = loaded.plan
+    from service.pipeline.gland_boxes import clean_glands, gland_probabilities
+    from service.pipeline.infer import probabilities_to_ct_grid
+    from service.pipeline.preprocess import preprocess_volume, resample_back
+    from service.pipeline.qa import build_qa
+    from service.pipeline.qa_calibration import load_calibration
+    from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, predict_with_members
+
     with timer.stage(Stage.PREPROCESS):
         x = preprocess_volume(ct, plan)
     calibration = load_calibration(ref.path)
@@ -84,7 +96,13 @@ def run_segmentation(
         probs = probabilities_to_ct_grid(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx)
         uncertainty = resample_back(members.uncertainty_zyx, plan.spacing_mm_zyx, ct.spacing_mm_zyx, ct.shape_zyx)
     with timer.stage(Stage.POSTPROCESS):
-        glands = postprocess(probs, plan.labels, plan.background_weight)
+        # argmax and clean-up inside each gland's box (the whole grid's masks: tests/pipeline/test_gland_boxes.py);
+        # the whole-grid probabilities above are for the QA's signals only
+        glands = clean_glands(
+            gland_probabilities(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx),
+            plan.background_weight,
+            ct.shape_zyx,
+        )
     with timer.stage(Stage.QA):
         qa = build_qa(
             ct,
@@ -113,12 +131,21 @@ def write_outputs(
     preview_path: Path | None = None,
     progress: Progress | None = None,
     uncertainty_path: Path | None = None,
+    structures: StructureTemplate | None = None,
 ) -> QAReport:
-    """Write RTSTRUCT (+ QA JSON, + preview PNG, + uncertainty NIfTI); all appear together or not at all."""
+    """Write RTSTRUCT (+ QA JSON, + preview PNG, + uncertainty NIfTI); all appear together or not at all.
+
+    ROI names and colours come from ``structures`` (default: TG-263 names, the default colours) for all of them."""
     from service.pipeline.preview import write_preview
+    from service.pipeline.qa import write_qa_json
+    from service.pipeline.qa_verdict import rtstruct_texts
+    from service.pipeline.rtstruct import write_rtstruct
 
     ref = result.model.ref
-    masks = {name: g.mask_zyx for name, g in result.glands.items()}
+    template = structures or DEFAULT_TEMPLATE
+    colors = template.colors_for(list(result.glands))
+    masks = template.rename({label: g.mask_zyx for label, g in result.glands.items()})
+    roi_colors = template.rename(colors)
     pending: list[tuple[Path, Path]] = []
     timer = StageTimer(progress, result.stage_times_s)
     try:
@@ -131,16 +158,24 @@ def write_outputs(
                 tmp_rs,
                 model_name=ref.name,
                 model_version=ref.version,
+                colors=roi_colors,
                 series_description=series_desc,
                 structure_set_description=set_desc,
-                roi_descriptions=roi_desc,
+                roi_descriptions=template.rename({k: v for k, v in roi_desc.items() if k in result.glands}),
             )
             pending.append((tmp_rs, rtstruct_path))
         if preview_path is not None:
             with timer.stage(Stage.PREVIEW):
                 tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
                 title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
-                write_preview(result.ct, masks, tmp_pv, title=title, uncertainty_zyx=result.uncertainty_zyx)
+                write_preview(
+                    result.ct,
+                    masks,
+                    tmp_pv,
+                    title=title,
+                    colors=roi_colors,
+                    uncertainty_zyx=result.uncertainty_zyx,
+                )
                 pending.append((tmp_pv, preview_path))
         if uncertainty_path is not None and result.uncertainty_zyx is not None:
             from service.pipeline.qa_uncertainty_io import write_uncertainty_nifti
@@ -149,7 +184,11 @@ def write_outputs(
                 tmp_un = uncertainty_path.with_name(f".{uncertainty_path.name}.partial.nii.gz")
                 write_uncertainty_nifti(result.ct, result.uncertainty_zyx, tmp_un)
                 pending.append((tmp_un, uncertainty_path))
-        qa = result.qa.model_copy(update={"stage_times_s": timer.times})
+        glands = {
+            label: g.model_copy(update={"roi_name": template.roi_name(label), "display_color_rgb": colors[label]})
+            for label, g in result.qa.glands.items()
+        }
+        qa = result.qa.model_copy(update={"stage_times_s": timer.times, "glands": glands})
         if qa_path is not None:
             tmp_qa = qa_path.with_name(f".{qa_path.name}.partial")
             write_qa_json(qa, tmp_qa)
@@ -178,9 +217,10 @@ def segment_series(
     uncertainty_path: Path | None = None,
     perturbations: Sequence[str] | None = None,
     memory_budget: int | None = None,
+    structures: StructureTemplate | None = None,
 ) -> QAReport:
     """Segment one CT series and write the RTSTRUCT (and QA JSON / preview PNG / uncertainty NIfTI when paths
-    are given)."""
+    are given), with the ROI names and colours of ``structures`` (default ``structures.DEFAULT_TEMPLATE``)."""
     result = run_segmentation(
         inputs,
         model=model,
@@ -192,7 +232,7 @@ def segment_series(
         perturbations=perturbations,
         memory_budget=memory_budget,
     )
-    qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress, uncertainty_path)
+    qa = write_outputs(result, rtstruct_path, qa_path, preview_path, progress, uncertainty_path, structures)
     if progress:
         progress(Stage.DONE.value, PROGRESS_AT[Stage.DONE])
     return qa

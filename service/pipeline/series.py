@@ -18,27 +18,13 @@ import numpy as np
 
 from service.errors import ErrorCode, InputError
 from service.pipeline.budget import BUDGET_ENV, estimated_bytes, memory_budget_bytes, model_grid_shape
+from service.pipeline.dicom_modules import copy_module_attributes
 from service.pipeline.series_geometry import GridLayout, plan_grid
 from service.pipeline.series_pixels import PixelFormat, check_pixel_format, read_hu_slice
 from service.pipeline.series_scan import CtFile, scan_inputs, select_series, tag_label
 from service.pipeline.volume import SeriesInfo, Volume
 
 log = logging.getLogger(__name__)
-
-# Patient and study module attributes copied into derived objects (RTSTRUCT), when present.
-PATIENT_STUDY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
-)
 
 
 def _text(f: CtFile, keyword: str) -> str:
@@ -161,7 +147,7 @@ def load_series(
         array_zyx[k] = layout.to_canonical(hu)
     ordered = [files[i] for i in layout.order]
     first = ordered[0]
-    attrs: dict[str, object] = {kw: _text(first, kw) for kw in PATIENT_STUDY_KEYWORDS if kw in first.ds}
+    attrs = copy_module_attributes(first.ds)  # patient, study, frame of reference + Specific Character Set
     info = SeriesInfo(
         series_instance_uid=uid,
         study_instance_uid=_text(first, "StudyInstanceUID"),

@@ -3,9 +3,10 @@ head-and-neck CT has. They made jobs fail late (MemoryError on a 1e6 mm pixel gr
 resampled to the model grid) or write contours whose coordinates a 16-character DS cannot hold (positions 1e15 mm
 from the origin). Refused with ``IMPLAUSIBLE_GEOMETRY`` naming the attribute, the value and the accepted range.
 
-Bounds (generous for any CT scanner; a head-and-neck CT has 0.3-1.5 mm pixels and 0.5-5 mm slices):
+Bounds (generous for any CT scanner; a head-and-neck CT has 0.3-1.5 mm pixels and 0.5-5 mm slices, and research
+data sets resampled to coarse grids, such as OpenKBP's 128 x 128 grids, have 3.5-5.5 mm pixels):
 
-- (0028,0030) Pixel Spacing: 0.05 to 5 mm;
+- (0028,0030) Pixel Spacing: 0.05 to 10 mm;
 - slice spacing (from (0020,0032) Image Position (Patient)): 0.05 to 20 mm (a single slice has none);
 - field of view: at most 1000 mm in-plane and 3000 mm along z;
 - every grid corner within 100,000 mm (100 m) of the patient coordinate origin, so that every coordinate written to
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from service.errors import ErrorCode, InputError
 
-PIXEL_SPACING_MM = (0.05, 5.0)
+PIXEL_SPACING_MM = (0.05, 10.0)
 SLICE_SPACING_MM = (0.05, 20.0)
 MAX_FOV_INPLANE_MM = 1000.0
 MAX_FOV_Z_MM = 3000.0

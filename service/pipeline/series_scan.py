@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from service.errors import ErrorCode, InputError
+from service.pipeline.dicomdir import MEDIA_STORAGE_DIRECTORY, dicomdir_files, is_dicomdir
 from service.pipeline.inflate import check_deflated_file
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,14 @@ class ScanResult:
     other_images: Counter[tuple[str, str]] = field(default_factory=Counter)
     # series UID -> modality of non-CT images, to explain a --series-uid that names one
     other_series: dict[str, str] = field(default_factory=dict)
+    # SOP class name -> number of files, for DICOM objects that are not images (RTSTRUCT, SR, DICOMDIR, ...)
+    other_objects: Counter[str] = field(default_factory=Counter)
 
 
 def list_input_files(inputs: Path | str | Sequence[Path | str]) -> list[Path]:
-    """All files under the inputs (folders recursively, symlinked folders not followed), deduplicated."""
+    """All files under the inputs (folders recursively, symlinked folders not followed), deduplicated. A DICOMDIR
+    given as a file stands for the files its records reference (:mod:`service.pipeline.dicomdir`); in a folder, the
+    referenced files are read from the folder itself."""
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     files: list[Path] = []
     seen: set[Path] = set()
@@ -80,6 +85,8 @@ def list_input_files(inputs: Path | str | Sequence[Path | str]) -> list[Path]:
             found = [root]
         else:
             raise InputError(ErrorCode.EMPTY_INPUT, f"{root}: no such file or folder")
+        if not root.is_dir() and is_dicomdir(root):
+            found = dicomdir_files(root)
         for path in found:
             key = path.resolve()
             if key not in seen and path.is_file():
@@ -185,7 +192,8 @@ def scan_inputs(inputs: Path | str | Sequence[Path | str]) -> ScanResult:
         is_ct = sop_class == CT_IMAGE_STORAGE or sop_class in MULTIFRAME_CT_STORAGE
         is_image = is_ct or "Rows" in ds or "Image Storage" in UID(sop_class).name
         if not is_image:
-            continue  # RTSTRUCT, RTPLAN, SR, presentation states, DICOMDIR, ...
+            result.other_objects[UID(sop_class).name] += 1  # RTSTRUCT, RTPLAN, SR, presentation states, DICOMDIR
+            continue
         if pixel_problem:
             raise InputError(ErrorCode.CORRUPT_FILE, f"{path}: {pixel_problem}")
         series_uid = _str(ds, "SeriesInstanceUID")
@@ -264,10 +272,13 @@ def select_series(scan: ScanResult, series_uid: str | None) -> tuple[str, list[C
         if scan.other_images:
             kinds = ", ".join(f"{n} x {name} (Modality {mod})" for (name, mod), n in scan.other_images.items())
             raise InputError(ErrorCode.NOT_CT, f"no CT Image Storage files; found only other images: {kinds}")
-        raise InputError(
-            ErrorCode.NO_CT_SERIES,
-            f"{scan.n_dicom} DICOM file(s) but no images (e.g. only RTSTRUCT / RTPLAN / SR objects)",
+        kinds = ", ".join(f"{n} x {name}" for name, n in sorted(scan.other_objects.items()))
+        hint = (
+            "; a DICOMDIR only lists the files of a medium: give its folder, or the DICOMDIR with the files next to it"
+            if UID(MEDIA_STORAGE_DIRECTORY).name in scan.other_objects
+            else ""
         )
+        raise InputError(ErrorCode.NO_CT_SERIES, f"{scan.n_dicom} DICOM file(s) but no images: {kinds}{hint}")
     if series_uid is None:
         if len(scan.ct_series) > 1:
             listing = "; ".join(_describe(u, f) for u, f in scan.ct_series.items())

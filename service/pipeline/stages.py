@@ -32,9 +32,9 @@ class Stage(StrEnum):
 
 # the stages that are timed (``stage_times_s``), in the order they run
 TIMED_STAGES: tuple[Stage, ...] = (
-    Stage.LOAD_MODEL,
     Stage.READ,
     Stage.READ_REFERENCE,
+    Stage.LOAD_MODEL,
     Stage.PREPROCESS,
     Stage.MODEL,
     Stage.RESAMPLE_BACK,
@@ -48,9 +48,9 @@ TIMED_STAGES: tuple[Stage, ...] = (
 
 PROGRESS_AT: dict[Stage, float] = {
     Stage.STARTING: 0.0,
-    Stage.LOAD_MODEL: 0.0,
-    Stage.READ: 0.05,
-    Stage.READ_REFERENCE: 0.1,
+    Stage.READ: 0.0,  # the input is checked before the model is loaded (a rejection answers at once)
+    Stage.READ_REFERENCE: 0.05,
+    Stage.LOAD_MODEL: 0.1,
     Stage.PREPROCESS: 0.15,
     Stage.MODEL: 0.2,
     Stage.RESAMPLE_BACK: 0.75,

@@ -32,7 +32,8 @@ class SeriesInfo:
     # (0020,0032) Image Position (Patient) z of the CT image at each canonical z index, as stored in the file
     # (len == nz). Lets an RTSTRUCT put each contour at exactly its slice's z; empty: origin z + k * spacing z.
     slice_z_mm: tuple[float, ...] = ()
-    # Patient / study module attributes copied into derived objects: keyword -> value
+    # Patient, study and frame-of-reference module attributes and (0008,0005) Specific Character Set copied into
+    # derived objects (``service.pipeline.dicom_modules``): keyword -> value as pydicom decoded it
     patient_study_attrs: dict[str, object] = field(default_factory=dict)
     source_files: tuple[str, ...] = ()
 
@@ -57,9 +58,3 @@ class Volume:
         sz, sy, sx = self.spacing_mm_zyx
         ox, oy, oz = self.origin_lps
         return np.stack([ox + kji[..., 2] * sx, oy + kji[..., 1] * sy, oz + kji[..., 0] * sz], axis=-1)
-
-    def with_array(self, array_zyx: np.ndarray) -> Volume:
-        """Same grid and provenance, another array (e.g. a mask)."""
-        if tuple(array_zyx.shape) != self.shape_zyx:
-            raise ValueError(f"shape {array_zyx.shape} != grid {self.shape_zyx}")
-        return Volume(array_zyx, self.spacing_mm_zyx, self.origin_lps, self.info)

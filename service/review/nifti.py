@@ -33,7 +33,8 @@ def ras_affine(shape_zyx: tuple[int, int, int], spacing_mm_zyx, origin_lps) -> n
 
 
 def zyx_to_ras(array_zyx: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array_zyx.transpose(2, 1, 0)[::-1, ::-1, :])
+    """The (x, y, z) RAS-ordered array, Fortran-contiguous: NIfTI stores x fastest, so writing it is one copy."""
+    return np.ascontiguousarray(array_zyx[:, ::-1, ::-1]).T
 
 
 def ras_to_zyx(data_ras: np.ndarray) -> np.ndarray:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
+from service.fileio import atomic_write
 from service.pipeline.rtstruct import _contour_sequence, _slice_z_mm
 from service.pipeline.volume import SeriesInfo, Volume
 from service.review.models import ReviewGeometry
@@ -104,14 +103,5 @@ def build_approved(ds: Dataset, reviewer: str, *, now: dt.datetime | None = None
 
 def save_dataset(ds: Dataset, path: Path) -> None:
     """Write ``ds`` atomically (temp file in the same folder, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, mode=0o644, durable=True) as fh:
+        ds.save_as(fh, enforce_file_format=True)

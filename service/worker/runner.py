@@ -106,6 +106,7 @@ def _run_locked(
             store=settings.model_store,
             progress=_Progress(store, job_id),
             memory_budget=settings.memory_budget_mb * 2**20,  # the injected settings, not only the environment
+            structures=settings.structures,
         )
     except JobNotFound:
         raise

@@ -52,12 +52,13 @@ class DicomSend:
 
 
 NO_CONTEXT = "no context"  # the SCU could not send: the SCP accepted no presentation context for it
+DROPPED = "0x0000 dropped"  # Success for a non-CT storage object of a study send: accepted, not kept
 
 
 @dataclass(frozen=True)
 class DicomExpect:
     """``association``: accepted | rejected. ``statuses``: C-STORE status label -> count ("0x0000", "0xA900", ...,
-    or NO_CONTEXT). ``outcomes``: per stored series (sorted): "succeeded", "failed:CODE" (the job failed),
+    or NO_CONTEXT, or DROPPED). ``outcomes``: per stored series (sorted): "succeeded", "failed:CODE" (the job failed),
     "rejected:CODE" (the listener's submission was refused by the pipeline's checks), "refused:REASON" (the listener
     refused the rest of the series while it arrived and dropped what it had spooled); () when nothing was stored."""
 

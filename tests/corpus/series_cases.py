@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from pynetdicom.dsutils import split_dataset
 
 from tests import dicom_variants as dv
-from tests.corpus.model import NO_CONTEXT, Case, DicomExpect, DicomSend, FilePart, HttpCall, HttpExpect
+from tests.corpus.model import DROPPED, NO_CONTEXT, Case, DicomExpect, DicomSend, FilePart, HttpCall, HttpExpect
 from tests.dicom_factory import write_ct_series
 
 N_SLICES = 20
@@ -135,7 +135,7 @@ def mr_series(d: Path) -> Case:
         "an MR Image Storage series (wrong modality)",
         f,
         refused("NOT_CT"),
-        DicomExpect(statuses={NO_CONTEXT: N_SLICES}),
+        DicomExpect(statuses={DROPPED: N_SLICES}),
     )
 
 
@@ -158,7 +158,7 @@ def rtstruct_only(d: Path) -> Case:
         "only an RT Structure Set, no images",
         [rs],
         refused("NO_CT_SERIES"),
-        DicomExpect(statuses={NO_CONTEXT: 1}),
+        DicomExpect(statuses={DROPPED: 1}),
     )
 
 
@@ -171,7 +171,7 @@ def enhanced_ct(d: Path) -> Case:
         "the series as one multi-frame Enhanced CT object",
         [mf],
         refused("MULTIFRAME_NOT_SUPPORTED"),
-        DicomExpect(statuses={NO_CONTEXT: 1}),
+        DicomExpect(statuses={DROPPED: 1}),
     )
 
 

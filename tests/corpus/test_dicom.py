@@ -18,9 +18,10 @@ from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from service.listener.sop_classes import DROPPED_SOP_CLASSES
 from tests.corpus import DICOM_CASE_NAMES
 from tests.corpus.checks import finished_job_problems, spool_leftovers, store_leftovers
-from tests.corpus.model import NO_CONTEXT, Case, DicomSend
+from tests.corpus.model import DROPPED, NO_CONTEXT, Case, DicomSend
 from tests.support.dicom import c_echo
 
 LISTENER_AE = "PAROTID_SEG"
@@ -32,6 +33,7 @@ class Observed:
     association: str = "accepted"
     statuses: Counter = field(default_factory=Counter)
     stored_sops: dict[str, set[str]] = field(default_factory=dict)  # series UID -> stored SOP Instance UIDs
+    dropped_series: set[str] = field(default_factory=set)  # series UIDs of objects answered Success and dropped
     echo_after: bool = False
     outcomes: tuple[str, ...] = ()
 
@@ -59,10 +61,14 @@ def send_case(port: int, send: DicomSend) -> Observed:
                 obs.statuses[NO_CONTEXT] += 1
                 continue
             label = f"0x{status.Status:04X}" if "Status" in status else "no response"
-            obs.statuses[label] += 1
             if label == "0x0000":
                 ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-                obs.stored_sops.setdefault(str(ds.SeriesInstanceUID), set()).add(str(ds.SOPInstanceUID))
+                if str(metas[f].MediaStorageSOPClassUID) in DROPPED_SOP_CLASSES:
+                    label = DROPPED  # the listener's whole-study rule: Success, nothing kept (checked below)
+                    obs.dropped_series.add(str(ds.SeriesInstanceUID))
+                else:
+                    obs.stored_sops.setdefault(str(ds.SeriesInstanceUID), set()).add(str(ds.SOPInstanceUID))
+            obs.statuses[label] += 1
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = chunked
     assoc.release()
@@ -145,6 +151,8 @@ def test_dicom_case(name: str, corpus: dict[str, Case], dicom_run) -> None:
     for uid, sops in got.stored_sops.items():  # exactly the accepted instances are spooled, nothing else
         kept = [] if refused else sorted(sops)  # a series refused while it arrived: its spooled part is dropped
         assert sorted(p.stem for p in listener.spool.series_files(uid)) == kept
+    for uid in got.dropped_series:  # dropped objects leave nothing in the spool
+        assert not listener.spool.series_files(uid)
 
 
 def test_dicom_nothing_half_written(dicom_run) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -121,15 +122,21 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_series(tmp_path: Path) -> Callable[..., Series]:
-    """``make(n_slices=48)``: a n x 64 x 64 oracle phantom at 2.5x4x4 mm (HFS) as a CT series; new UIDs each call."""
+    """``make(n_slices=48)``: a n x 64 x 64 oracle phantom at 2.5x4x4 mm (HFS) as a CT series; new UIDs each call.
+    ``blanked=True`` blanks one axial slice through the glands to air inside the skin outline (QA `review`)."""
     from tests.bundle_factory import oracle_phantom
 
     counter = iter(range(1000))
 
-    def make(n_slices: int = SERIES_SHAPE_ZYX[0]) -> Series:
+    def make(n_slices: int = SERIES_SHAPE_ZYX[0], blanked: bool = False) -> Series:
         folder = tmp_path / f"ct{next(counter)}"
         nz, ny, nx = (n_slices, *SERIES_SHAPE_ZYX[1:])
-        hu, _ = oracle_phantom((nz, ny, nx))
+        hu, masks = oracle_phantom((nz, ny, nx))
+        if blanked:
+            k = int(np.flatnonzero(masks["Parotid_L"].any(axis=(1, 2)))[4])
+            hu[k][hu[k] > -500] = -1000.0
+            hu[k][:, [8, nx - 9]] = 0.0  # the skin outline survives
+            hu[k][[8, ny - 9], 8 : nx - 8] = 0.0
         origin = (-(nx - 1) * 2.0, -(ny - 1) * 2.0, -60.0)
         files = write_ct_series(folder, hu, SERIES_SPACING_MM_ZYX, origin, "HFS")
         uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)

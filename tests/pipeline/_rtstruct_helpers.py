@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from service.pipeline.dicom_modules import copy_module_attributes
 from service.pipeline.rtstruct import write_rtstruct
 from service.pipeline.volume import SeriesInfo, Volume
 from tests.dicom_factory import write_ct_series
@@ -23,18 +24,6 @@ from tests.dicom_factory import write_ct_series
 MODEL, VERSION = "parotid-unet3d", "1.2.3"
 SHAPE = (36, 100, 150)
 SQUARE_1MM = (1.0, 0.9765625, 0.9765625)
-
-PATIENT_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
 
 
 def volume_for_series(
@@ -52,7 +41,7 @@ def volume_for_series(
         slice_sop_instance_uids=tuple(str(d.SOPInstanceUID) for d in headers),
         patient_position=str(first.PatientPosition),
         slice_z_mm=tuple(float(d.ImagePositionPatient[2]) for d in headers),
-        patient_study_attrs={k: first.get(k) for k in PATIENT_KEYWORDS if k in first},
+        patient_study_attrs=copy_module_attributes(first),
         source_files=tuple(str(f) for f in files),
     )
     sz, sy, sx = (float(v) for v in spacing_mm_zyx)

@@ -147,3 +147,18 @@ def test_bad_arguments_raise():
         postprocess(probs, ("Parotid_R", "background", "Parotid_L"))
     with pytest.raises(ValueError, match=r"\(z, y, x, c\)"):
         postprocess(probs[0], LABELS)
+
+
+def test_mask_indices_and_bounding_box_match_numpy() -> None:
+    from service.pipeline.postprocess import bounding_box, mask_indices
+
+    rng = np.random.default_rng(3)
+    for density in (0.0, 0.001, 0.3):
+        m = rng.random((9, 13, 11)) < density
+        assert np.array_equal(mask_indices(m), np.argwhere(m))
+        box = bounding_box(m, margin=0)
+        if density == 0.0:
+            assert box is None
+            continue
+        idx = np.argwhere(m)
+        assert box == tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(idx.min(0), idx.max(0), strict=True))

@@ -10,7 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from service.pipeline.preview import GLAND_COLOURS, write_preview
+from service.pipeline.preview import write_preview
+from service.pipeline.structures import DEFAULT_TEMPLATE, hex_color
 from service.pipeline.volume import Volume
 from tests.conftest import load_sample_canonical
 
@@ -59,8 +60,9 @@ def test_patients_left_is_on_the_viewers_right_in_the_axial_panel(tmp_path):
     write_preview(ct, masks, out)
     rgb = imread(out)[..., :3]
     axial = rgb[: rgb.shape[0] // 2, : rgb.shape[1] // 3]  # first row, first column; the legend is far right
-    left_cols = _colour_columns(axial, GLAND_COLOURS["Parotid_L"])
-    right_cols = _colour_columns(axial, GLAND_COLOURS["Parotid_R"])
+    colours = {n: hex_color(c) for n, c in DEFAULT_TEMPLATE.colors_for(["Parotid_L", "Parotid_R"]).items()}
+    left_cols = _colour_columns(axial, colours["Parotid_L"])
+    right_cols = _colour_columns(axial, colours["Parotid_R"])
     assert left_cols.size > 50 and right_cols.size > 50
     assert left_cols.mean() > right_cols.mean() + 50
 

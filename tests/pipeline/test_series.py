@@ -310,5 +310,5 @@ def test_physically_implausible_geometry_is_refused(tmp_path: Path, change, name
 
 def test_plausible_extremes_still_load(tmp_path: Path) -> None:
     files, _ = write_series(tmp_path, "HFS")
-    _respace(files, pixel_mm=4.9, dz_mm=10.0, offset_mm=5000.0)
+    _respace(files, pixel_mm=5.5, dz_mm=10.0, offset_mm=5000.0)  # OpenKBP's coarsest pixels are 5.4 mm
     load_series(tmp_path)

@@ -298,11 +298,11 @@ def test_export_corrected_cases_for_retraining(embedded_client, done_job, tmp_pa
 
 
 def test_reference_and_uncertainty_overlays(embedded_client, done_job, ct_series):
-    """A job given a reference RTSTRUCT serves it as a label map on the CT grid; an uncertainty map the QA stage
-    left in the job's outputs is served and announced."""
+    """A job given a reference RTSTRUCT serves it as a label map on the CT grid; the QA stage's uncertainty map
+    (output/uncertainty.nii.gz) is announced and served on the CT grid, values in [0, 1]."""
     client, job_id = embedded_client, done_job["id"]
     body = client.get(f"/v1/jobs/{job_id}/review", headers=auth(KEY_ALICE)).json()
-    assert body["files"]["reference"] is None and body["files"]["uncertainty"] is None
+    assert body["files"]["reference"] is None
     assert client.get(f"/v1/jobs/{job_id}/review/reference.nii.gz", headers=auth(KEY_ALICE)).status_code == 404
     rtstruct = client.get(f"/v1/jobs/{job_id}/rtstruct", headers=auth(KEY_ALICE)).content
     ref = [("reference", ("clinical_rs.dcm", rtstruct, "application/dicom"))]
@@ -320,12 +320,15 @@ def test_reference_and_uncertainty_overlays(embedded_client, done_job, ct_series
     )
     assert ref_labels.any() and np.array_equal(ref_labels, masks)  # the reference is this result's own RTSTRUCT
 
-    from service.review.nifti import nifti_bytes
-
     out = client.app.state.jobs.store.output_path(job_id, "uncertainty.nii.gz")
-    out.write_bytes(nifti_bytes(np.zeros(SERIES_SHAPE_ZYX, np.float32), (2.5, 4.0, 4.0), (0.0, 0.0, 0.0)))
-    body = client.get(f"/v1/jobs/{job_id}/review", headers=auth(KEY_ALICE)).json()
+    assert out.is_file(), "the QA stage writes the uncertainty map"
     assert body["files"]["uncertainty"] == f"/v1/jobs/{job_id}/review/uncertainty.nii.gz"
     got = client.get(body["files"]["uncertainty"], headers=auth(KEY_ALICE))
     assert got.status_code == 200 and got.content == out.read_bytes()
+    unc = _nifti(got.content)
+    assert unc.shape == SERIES_SHAPE_ZYX[::-1] and np.allclose(
+        unc.affine, _nifti(client.get(body["files"]["ct"], headers=auth(KEY_ALICE)).content).affine
+    )
+    values = np.asanyarray(unc.dataobj)
+    assert values.min() >= 0.0 and values.max() <= 1.0
     assert client.get(body["files"]["uncertainty"], headers=auth(KEY_BOB)).status_code == 404

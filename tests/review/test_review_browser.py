@@ -34,11 +34,11 @@ from tests.service.conftest import (
     KEY_ALICE,
     SERIES_SHAPE_ZYX,
     SERIES_SPACING_MM_ZYX,
-    free_port,
     key_entries,
     make_settings,
     write_phantom_series,
 )
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow
 KEY_SCANNER = "scanner-review-key-0123456789"
@@ -109,13 +109,20 @@ def _sign_in(driver, url: str, key: str) -> None:
 
 
 def _open_first_succeeded(driver) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    row = wait_until(
-        lambda: driver.find_elements(By.CSS_SELECTOR, "tr.job[data-state=succeeded]"), 120, "a succeeded job"
-    )[0]
-    job_id = row.get_attribute("data-id")
-    row.click()
+    def click_row() -> str | None:
+        rows = driver.find_elements(By.CSS_SELECTOR, "tr.job[data-state=succeeded]")
+        try:  # the list refreshes while jobs run: a row found a moment ago may have been redrawn
+            job_id = rows[0].get_attribute("data-id") if rows else None
+            if job_id:
+                rows[0].click()
+            return job_id
+        except StaleElementReferenceException:
+            return None
+
+    job_id = wait_until(click_row, 120, "a succeeded job")
     wait_until(lambda: driver.execute_script("return window.reviewApp.ready === true"), 60, "the viewer")
     time.sleep(0.5)  # one more frame
     return job_id
@@ -153,8 +160,15 @@ def test_review_correct_approve_and_send(stack, tmp_path: Path):
     zip_path = tmp_path / "series.zip"
     zip_path.write_bytes(series.zip_bytes())
 
-    # --- sign in, upload a zip, follow the job, open the case
+    # --- a wrong key is refused on the sign-in page; then sign in, upload a zip, follow the job, open the case
+    driver.get(f"{server.url}/")  # redirected to /ui/
+    driver.find_element(By.ID, "api-key").send_keys("not-a-key")
+    driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    wait_until(lambda: "not known" in driver.find_element(By.ID, "signin-error").text, 10, "the refusal")
+    assert driver.execute_script("return sessionStorage.length") == 0 and driver.get_cookies() == []
+    driver.get_log("browser")  # drain: the refused key's 401 is expected, any later console error is not
     _sign_in(driver, server.url, KEY_ALICE)
+    assert driver.get_cookies() == []  # the key lives in sessionStorage only; no cookies at all
     driver.find_element(By.ID, "pick-files").send_keys(str(zip_path))
     job_id = _open_first_succeeded(driver)
     assert series.folder.name  # the series id is on screen
@@ -244,6 +258,10 @@ def test_review_correct_approve_and_send(stack, tmp_path: Path):
     assert after[0] == 0 and after[1] == before[1] + 2 and after[2] == -600 and after[3] == pytest.approx(1.5)
     ActionChains(driver).send_keys("1", "0").perform()
     assert driver.execute_script(nv_state)[2:] == [-160, 1]
+
+    # --- the QA stage's uncertainty map as an overlay
+    driver.find_element(By.CSS_SELECTOR, "#overlays input[data-overlay=uncertainty]").click()
+    wait_until(lambda: driver.execute_script("return window.reviewApp.viewer.nv.volumes.length") == 2, 20, "overlay")
 
     # --- approve (an HTTP job: nothing is sent, and the confirmation says so)
     _decide(driver, "approve", "Nothing is sent")

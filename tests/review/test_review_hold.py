@@ -13,7 +13,8 @@ import pydicom
 
 from service.review.nifti import read_nifti_zyx
 from service.review.store import ReviewCase, ReviewError
-from tests.listener.conftest import SCANNER_AE, StoreSCP, free_port, storescu, wait_for
+from tests.listener.conftest import SCANNER_AE, StoreSCP, storescu
+from tests.support.net import free_port, wait_for
 
 
 def _peer(scp: StoreSCP) -> dict:

@@ -144,7 +144,7 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(celery_env, ct_series)
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
         deadline = time.monotonic() + 90
-        while store.get(job_id).stage in (None, "starting"):
+        while store.get(job_id).stage in (None, "starting", "read"):  # the input is read before the model loads
             assert time.monotonic() < deadline, f"the job never started: {first.text()[-2000:]}"
             time.sleep(0.05)
         first.kill(signal.SIGKILL)  # the worker and its pool child, mid-job (loading TensorFlow and the model)

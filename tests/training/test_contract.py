@@ -1,4 +1,4 @@
-"""The preprocessing contract (ARCHITECTURE.md): training's data path and serving's pipeline give the same arrays.
+"""The preprocessing contract (docs/architecture.md): training's data path and serving's pipeline give the same arrays.
 
 For an OpenKBP sample patient:
 - training: the patient written as an OpenKBP CSV folder, read by ``training.data.openkbp.read_patient`` and

@@ -17,9 +17,6 @@ class CaseData:
     # the clinical plan dose in Gy on the same grid, where the source provides one (OpenKBP dose.csv)
     dose_gy_zyx: np.ndarray | None = None
 
-    def has_all(self, names: tuple[str, ...]) -> bool:
-        return all(n in self.masks and bool(self.masks[n].any()) for n in names)
-
 
 @dataclass
 class SkipReport:

@@ -56,8 +56,11 @@ function matches(j, filter) {
 
 function renderJobs() {
   const tbody = $("#jobs tbody");
-  tbody.replaceChildren();
   const filter = $("#filter").value;
+  const signature = JSON.stringify([filter, state.jobs]);
+  if (signature === state.jobsShown) return; // unchanged: keep the rows (and whatever the user is pointing at)
+  state.jobsShown = signature;
+  tbody.replaceChildren();
   const rows = state.jobs.filter((j) => matches(j, filter));
   $("#list-empty").hidden = state.jobs.length > 0;
   for (const j of rows) {

@@ -79,9 +79,11 @@ export class CaseViewer {
     this.dirty = false;
   }
 
+  // reference: a label map (1, 2, ...); uncertainty: 0 (sure) .. 1, shown from 0.05 up
   async addOverlay(kind, url, colormap) {
     if (this.overlays[kind]) return;
-    const img = await this._image(url, `${kind}.nii.gz`, { colormap, opacity: 0.5, cal_min: 0.5, cal_max: 2 });
+    const [lo, hi] = kind === "uncertainty" ? [0.05, 1] : [0.5, 2];
+    const img = await this._image(url, `${kind}.nii.gz`, { colormap, opacity: 0.5, cal_min: lo, cal_max: hi, trustCalMinMax: true });
     this.nv.addVolume(img);
     this.overlays[kind] = img;
   }

@@ -1,0 +1,116 @@
+"""The box path (``postprocess_on_ct_grid``) gives exactly the whole-grid path's glands
+(``postprocess(probabilities_to_ct_grid(...))``): synthetic fields on several grids, and the shipped model's
+probabilities for sample patients on their own grid and on a clinical 1 mm x 2.5 mm grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from service.pipeline.gland_boxes import back_scale, gland_box, postprocess_on_ct_grid, support_threshold
+from service.pipeline.infer import probabilities_to_ct_grid
+from service.pipeline.plan import Plan
+from service.pipeline.postprocess import GlandMask, postprocess
+from service.pipeline.preprocess import linear_resample_box, target_shape
+
+LABELS = ("background", "Parotid_R", "Parotid_L")
+
+
+def _assert_same(box: dict[str, GlandMask], whole: dict[str, GlandMask]) -> None:
+    assert list(box) == list(whole)
+    for name in whole:
+        a, b = box[name], whole[name]
+        assert np.array_equal(a.mask_zyx, b.mask_zyx), f"{name}: masks differ"
+        assert a.components_before == b.components_before, name
+        assert a.largest_component_fraction == b.largest_component_fraction, name
+        assert a.mean_probability == pytest.approx(b.mean_probability, rel=1e-12, abs=1e-12), name
+
+
+def _whole_grid(probs: np.ndarray, plan: Plan, spacing, shape) -> dict[str, GlandMask]:
+    return postprocess(probabilities_to_ct_grid(probs, plan, spacing, shape), plan.labels, plan.background_weight)
+
+
+def _blobs(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """Softmax of smooth random logits with two glands, one touching the grid's upper edges, plus speckle."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    logits = np.zeros((*shape, 3), dtype=np.float32)
+    centres = [(0.5, 0.4, 0.3), (0.9, 0.95, 0.97)]
+    for c, (fz, fy, fx) in enumerate(centres, start=1):
+        r2 = ((zz - fz * shape[0]) / 4) ** 2 + ((yy - fy * shape[1]) / 5) ** 2 + ((xx - fx * shape[2]) / 5) ** 2
+        logits[..., c] = 4.0 - 2.0 * r2
+    logits += ndimage.gaussian_filter(rng.normal(size=logits.shape).astype(np.float32), (1, 1, 1, 0)) * 6.0
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("background_weight", [1.0, 0.6])
+@pytest.mark.parametrize(
+    "ct_spacing",
+    [(2.5, 1.0, 1.0), (3.0, 1.17, 1.17), (2.0, 4.0, 4.0), (5.0, 5.5, 5.5)],
+    ids=["clinical", "odd", "same-inplane", "coarser"],
+)
+def test_box_path_equals_whole_grid_on_synthetic_fields(ct_spacing, background_weight: float) -> None:
+    plan = Plan(labels=LABELS, background_weight=background_weight)
+    model_shape = (24, 30, 32)
+    extent = [(n - 1) * s for n, s in zip(model_shape, plan.spacing_mm_zyx, strict=True)]
+    ct_shape = tuple(int(e // s) + 1 for e, s in zip(extent, ct_spacing, strict=True))
+    for seed in range(3):
+        probs = _blobs(model_shape, seed)
+        got = postprocess_on_ct_grid(probs, plan, ct_spacing, ct_shape)
+        _assert_same(got, _whole_grid(probs, plan, ct_spacing, ct_shape))
+        assert any(not g.is_empty for g in got.values())
+
+
+def test_empty_gland_gives_an_empty_mask_and_no_box() -> None:
+    plan = Plan(labels=LABELS)
+    probs = np.zeros((16, 16, 16, 3), dtype=np.float32)
+    probs[..., 0] = 0.7
+    probs[..., 1] = 0.3  # never above the threshold 1/3
+    probs[4:8, 4:8, 4:8] = (0.1, 0.8, 0.1)
+    scale = back_scale(plan, (2.5, 2.0, 2.0))
+    assert gland_box(probs[..., 2], scale, (16, 32, 32), support_threshold(1.0, 2)) is None
+    got = postprocess_on_ct_grid(probs, plan, (2.5, 2.0, 2.0), (16, 32, 32))
+    _assert_same(got, _whole_grid(probs, plan, (2.5, 2.0, 2.0), (16, 32, 32)))
+    assert got["Parotid_L"].is_empty and got["Parotid_L"].mean_probability == 0.0
+    assert not got["Parotid_R"].is_empty
+
+
+def test_resampling_inside_a_box_is_the_whole_grid_there_and_matches_scipy() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.random((20, 26, 30), dtype=np.float32)
+    scale = [1.0, 0.27, 0.31]
+    out_shape = target_shape(a.shape, [1.0, 1.0, 1.0], scale)
+    whole = linear_resample_box(a, scale, out_shape)
+    ref = ndimage.affine_transform(a, np.asarray(scale), output_shape=out_shape, order=1, mode="nearest", prefilter=0)
+    assert np.allclose(whole, ref, atol=1e-5)
+    for box in [(slice(3, 9), slice(10, 50), slice(0, 7)), (slice(15, 20), slice(80, out_shape[1]), slice(90, 97))]:
+        assert np.array_equal(linear_resample_box(a, scale, out_shape, box), whole[box])
+    ints = (a * 1000).astype(np.int16)
+    assert np.array_equal(
+        linear_resample_box(ints, scale, out_shape), linear_resample_box(ints.astype(np.float32), scale, out_shape)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("patient", ["pt_201", "pt_203"])
+def test_box_path_equals_whole_grid_with_the_shipped_model(patient: str) -> None:
+    """Real probabilities (the shipped bundle, TTA included) on sample patients: identical glands on the patient's
+    own grid and on a clinical 512-pixel-like grid (1 mm, 2.5 mm slices) over the same extent."""
+    from service.model_bundle import load_bundle, resolve_bundle
+    from service.pipeline.infer import predict_probabilities
+    from service.pipeline.preprocess import preprocess_volume
+    from service.pipeline.volume import Volume
+    from tests.conftest import load_sample_canonical
+
+    hu, spacing, _, _ = load_sample_canonical(patient)
+    loaded = load_bundle(resolve_bundle(None))
+    plan = loaded.plan
+    probs = predict_probabilities(loaded.predict, preprocess_volume(Volume(hu, spacing, (0.0, 0.0, 0.0)), plan), plan)
+    extent = [(n - 1) * s for n, s in zip(hu.shape, spacing, strict=True)]
+    for ct_spacing in (spacing, (2.5, 1.0, 1.0)):
+        ct_shape = tuple(int(e // s) + 1 for e, s in zip(extent, ct_spacing, strict=True))
+        got = postprocess_on_ct_grid(probs, plan, ct_spacing, ct_shape)
+        _assert_same(got, _whole_grid(probs, plan, ct_spacing, ct_shape))
+        assert all(not g.is_empty for g in got.values()), f"{patient}: a gland is empty"

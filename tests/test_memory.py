@@ -1,0 +1,60 @@
+"""Memory bounds of the pipeline (a resource check, not a timing): ``parotid-seg segment`` with the shipped bundle
+on a smaller input than the bench's (48 slices of 512 x 512 pixels, see ``wide_slab``), per network runtime; the
+child's peak RSS (ru_maxrss from ``os.wait4``) must stay below the runtime's bound.
+
+Measured on 2 cores: OpenVINO 0.71 GiB, TensorFlow 1.26 GiB. Before the QA's perturbation signals (which hold the
+class probabilities and an uncertainty map on the whole CT grid) they were 0.37 / 0.90 GiB: the QA signals are the
+next place to move into the glands' boxes (``service/pipeline/gland_boxes.py``). The bench reports the peak per
+path and input size (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.model_bundle import resolve_bundle
+from service.runtimes import ONNX_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+GiB = 1024**3
+PEAK_RSS_BOUND = {"openvino": 1.0 * GiB, "tensorflow": 1.75 * GiB}
+
+
+@pytest.fixture(scope="module")
+def wide_slab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pt_201 on a clinical in-plane grid (512 x 512 pixels of 1 mm) but only 48 slices of 2.5 mm: whole-grid
+    arrays are as large per slice as the bench's (a whole-grid float copy would show), the network's input small."""
+    from bench.data import CLINICAL, load_sample_hu, resample_to_grid
+    from tests.conftest import require_samples
+    from tests.dicom_factory import write_ct_series
+
+    require_samples()
+    volume = resample_to_grid(*load_sample_hu("pt_201"), CLINICAL)
+    mid = volume.shape[0] // 2
+    slab = np.ascontiguousarray(volume[mid - 8 : mid + 40])
+    out = tmp_path_factory.mktemp("wide-slab")
+    write_ct_series(out, slab, (CLINICAL.slice_mm, CLINICAL.pixel_mm, CLINICAL.pixel_mm), (-255.5, -255.5, 0.0))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", sorted(PEAK_RSS_BOUND))
+def test_segment_peak_rss_is_bounded(runtime: str, wide_slab: Path, tmp_path: Path) -> None:
+    assert (resolve_bundle(None).path / ONNX_FILE).is_file(), "the shipped bundle has no ONNX export"
+    env = {**os.environ, "PAROTID_RUNTIME": runtime}
+    argv = [sys.executable, "-m", "service.cli", "segment", str(wide_slab), "--output", str(tmp_path / "RS.dcm")]
+    argv += ["--qa", str(tmp_path / "qa.json"), "--preview", str(tmp_path / "preview.png"), "--quiet"]
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, err.decode()[-3000:]
+    peak = usage.ru_maxrss * 1024
+    print(f"{runtime}: peak RSS {peak / GiB:.2f} GiB")
+    bound = PEAK_RSS_BOUND[runtime]
+    assert peak <= bound, f"{runtime}: peak RSS {peak / GiB:.2f} GiB > {bound / GiB:.2f} GiB"
