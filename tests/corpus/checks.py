@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.jobs.models import INPUT_DIR, JOB_FILE, OUTPUT_DIR, PREVIEW_FILE, QA_FILE, RTSTRUCT_FILE
+from service.jobs.models import (
+    INPUT_DIR,
+    JOB_FILE,
+    OUTPUT_DIR,
+    PREVIEW_FILE,
+    QA_FILE,
+    RTSTRUCT_FILE,
+    UNCERTAINTY_FILE,
+)
 
-ALL_OUTPUTS = sorted([PREVIEW_FILE, QA_FILE, RTSTRUCT_FILE])
+ALL_OUTPUTS = sorted([PREVIEW_FILE, QA_FILE, RTSTRUCT_FILE, UNCERTAINTY_FILE])  # the worker writes all four
 
 
 def store_leftovers(root: Path) -> list[str]:
@@ -20,7 +28,7 @@ def store_leftovers(root: Path) -> list[str]:
 
 
 def finished_job_problems(root: Path) -> list[str]:
-    """For every finished job in the store: all three outputs when it succeeded, none when it failed, and its
+    """For every finished job in the store: all four outputs when it succeeded, none when it failed, and its
     inputs removed."""
     from service.jobs.models import JobRecord
 
