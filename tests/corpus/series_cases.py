@@ -325,11 +325,12 @@ def fifteen_slices(d: Path) -> Case:
 
 def huge_dimensions(d: Path) -> Case:
     f = write_series(d)
-    dv.set_attrs(f, Rows=65535, Columns=65535)
-    # DICOM: 48 x 48 pixels of Pixel Data cannot fill 65535 x 65535: the C-STORE handler refuses each instance
+    # 0.05 mm pixels keep the field of view at a plausible 1000 mm, so the size limit is what refuses it
+    dv.set_attrs(f, Rows=20000, Columns=20000, PixelSpacing=["0.05", "0.05"])
+    # DICOM: 48 x 48 pixels of Pixel Data cannot fill 20000 x 20000: the C-STORE handler refuses each instance
     return both(
         "huge_dimensions",
-        "(0028,0010) Rows and (0028,0011) Columns 65535 (86 G voxels claimed)",
+        "(0028,0010) Rows and (0028,0011) Columns 20000 of 0.05 mm (8 G voxels claimed)",
         f,
         HttpExpect(413, "TOO_LARGE"),
         DicomExpect(statuses={"0xA900": N_SLICES}),

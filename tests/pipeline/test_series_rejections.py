@@ -258,7 +258,8 @@ def test_invalid_uid(series: list[Path], keyword: str, tag: str, value: str) -> 
     named = series if keyword == "SeriesInstanceUID" else series[4:5]  # the first file checked, for the series UID
     assert any(p.name in err.message for p in named)
     assert value not in err.message  # the value is described, not echoed
-    assert ("64" in err.message) == (len(value) > 64)
+    reason = err.message.replace(str(series[0].parent), "")  # the temporary folder's name may hold "64" too
+    assert ("64" in reason) == (len(value) > 64)
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")

