@@ -39,7 +39,6 @@ venv: $(STAMP)
 tools:
 	bash scripts/install-debian-tools.sh
 	bash scripts/install-deploy-tools.sh
-	bash scripts/install-browser-tools.sh
 
 # Validate the compose stack with the example configuration.
 compose-config: tools

@@ -123,7 +123,7 @@ def test_a_second_run_resumes_and_retries_only_the_failed_patient(
 
 
 def test_the_report_renders_offline_in_headless_chromium(constructed_report, tmp_path: Path) -> None:
-    chromium = require_tool("chromium", "scripts/install-browser-tools.sh")
+    chromium = require_tool("chromium")
     _, out = constructed_report
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and "Content-Security-Policy" in page

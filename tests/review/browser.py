@@ -13,7 +13,7 @@ import numpy as np
 
 from tests.conftest import missing, require_tool
 
-INSTALLER = "scripts/install-browser-tools.sh"
+INSTALLER = "scripts/install-debian-tools.sh"
 # no host but the test server resolves: the page must work without internet access
 CHROME_ARGS = (
     "--headless=new",
