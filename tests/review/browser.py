@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from tests.conftest import missing, require_tool
+from tests.support import browser
 
-INSTALLER = "scripts/install-debian-tools.sh"
 # no host but the test server resolves: the page must work without internet access
 CHROME_ARGS = (
     "--headless=new",
@@ -55,19 +54,7 @@ class ThreadedServer:
 
 
 def start_chrome():
-    chromium = require_tool("chromium", INSTALLER)
-    driver = require_tool("chromedriver", INSTALLER)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing("selenium (pip install -e '.[test]')")
-    opts = webdriver.ChromeOptions()
-    for arg in CHROME_ARGS:
-        opts.add_argument(arg)
-    opts.binary_location = chromium
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=opts)
+    return browser.start_chrome(CHROME_ARGS, {"browser": "ALL"})
 
 
 def wait_until(fn: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:

@@ -17,8 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.api.app import create_app
-from tests.conftest import missing, require_tool
 from tests.service.conftest import make_settings
+from tests.support.browser import start_chrome
 from tests.support.net import free_port, wait_for
 
 CHROME_ARGS = (
@@ -58,19 +58,7 @@ class Server:
 
 @pytest.fixture
 def chrome() -> Iterator[Any]:
-    chromium = require_tool("chromium")
-    driver_exe = require_tool("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing("selenium (pip install -e '.[test]')")
-    opts = webdriver.ChromeOptions()
-    for arg in CHROME_ARGS:
-        opts.add_argument(arg)
-    opts.binary_location = chromium
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_exe), options=opts)
+    driver = start_chrome(CHROME_ARGS, {"performance": "ALL"})
     yield driver
     driver.quit()
 
