@@ -39,11 +39,12 @@ def _done_patients(path: Path) -> set[str]:
 def measure_predictions(bundle: Path, data_dir: Path, fmt: str, out_path: Path, perturbations: Sequence[str]) -> None:
     from service.model_bundle import BundleRef, load_bundle
     from service.pipeline import metrics as M
-    from service.pipeline.infer import probabilities_to_ct_grid
-    from service.pipeline.postprocess import GlandMask, postprocess, weighted_argmax
+    from service.pipeline.gland_boxes import clean_glands, gland_probabilities
+    from service.pipeline.postprocess import GlandMask, weighted_argmax
     from service.pipeline.preprocess import preprocess_volume
     from service.pipeline.qa_collect import collect_gland_signals, collect_input_signals, gland_z_range
     from service.pipeline.qa_perturb import predict_with_members
+    from service.pipeline.qa_signals import UNCERTAIN_LOW
     from training.data.case import SkipReport
     from training.prepare import iter_cases
 
@@ -59,12 +60,12 @@ def measure_predictions(bundle: Path, data_dir: Path, fmt: str, out_path: Path, 
 
         ct = Volume(case.hu_zyx, case.spacing_mm_zyx, (0.0, 0.0, 0.0))
         mp = predict_with_members(loaded.predict, preprocess_volume(ct, plan), plan, perturbations)
-        probs_ct = probabilities_to_ct_grid(mp.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx)
-        glands: dict[str, GlandMask] = postprocess(probs_ct, plan.labels, plan.background_weight)
+        # the service's own stages (run_segmentation): each gland's probabilities in its box, then the clean-up
+        boxed = gland_probabilities(mp.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx, min_threshold=UNCERTAIN_LOW)
+        glands: dict[str, GlandMask] = clean_glands(boxed, plan.background_weight, ct.shape_zyx)
         signals = collect_gland_signals(
-            case.hu_zyx, ct.spacing_mm_zyx, ct.origin_lps, glands, probs_ct, plan.labels, mp,
-            plan.background_weight, LR_PAIRS,
-        )  # fmt: skip
+            case.hu_zyx, ct.spacing_mm_zyx, ct.origin_lps, glands, boxed, mp, plan.background_weight, LR_PAIRS
+        )
         z_range = gland_z_range([g.mask_zyx for g in glands.values()], ct.shape_zyx[0])
         inp = collect_input_signals(case.hu_zyx, ct.spacing_mm_zyx, z_range, -500.0)
         seconds = time.perf_counter() - t0

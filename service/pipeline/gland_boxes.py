@@ -12,6 +12,12 @@ filling see the same voxels, so the masks are identical to the whole-grid path (
 
 For a 512 x 512 x 154 CT this replaces three whole-grid float32 channels (480 MB) and a whole-grid argmax by two
 boxes of a few hundred thousand voxels.
+
+The QA reads the same boxes: its probability signals only look at voxels where the gland's probability exceeds
+``qa_signals.UNCERTAIN_LOW`` (0.2) or next to the mask, so the boxes are built with ``min(w / (1 + n w), 0.2)``
+(``gland_probabilities(min_threshold=...)``) and every QA signal equals its whole-grid value (tested). Maps that
+are near zero away from the glands (the QA's uncertainty) come back as a ``BoxedMap``: exact inside the box of
+the model-grid voxels above a floor, zero outside it.
 """
 
 from __future__ import annotations
@@ -91,9 +97,17 @@ class GlandProbabilities:
 
 
 def gland_probabilities(
-    probs_model_zyxc: np.ndarray, plan: Plan, ct_spacing_mm_zyx: Sequence[float], ct_shape_zyx: Sequence[int]
+    probs_model_zyxc: np.ndarray,
+    plan: Plan,
+    ct_spacing_mm_zyx: Sequence[float],
+    ct_shape_zyx: Sequence[int],
+    min_threshold: float = 1.0,
 ) -> list[GlandProbabilities]:
-    """Stage 3b: each gland's probabilities back on the CT grid, inside its box only."""
+    """Stage 3b: each gland's probabilities back on the CT grid, inside its box only.
+
+    The box holds every voxel whose gland probability can exceed ``min(support_threshold, min_threshold)``: the
+    default is the support of the masks; the QA passes ``UNCERTAIN_LOW`` so that its signals see every voxel
+    they count."""
     labels = list(plan.labels)
     if not labels or labels[0] != BACKGROUND:
         raise ValueError(f"labels[0] must be {BACKGROUND!r}, got {labels}")
@@ -101,13 +115,19 @@ def gland_probabilities(
         raise ValueError(f"probabilities of shape {probs_model_zyxc.shape} for labels {labels}")
     shape = tuple(int(n) for n in ct_shape_zyx)
     scale = back_scale(plan, ct_spacing_mm_zyx)
-    threshold = support_threshold(plan.background_weight, len(labels) - 1)
+    threshold = min(support_threshold(plan.background_weight, len(labels) - 1), float(min_threshold))
     out = []
     for c, name in enumerate(labels[1:], start=1):
         box = gland_box(probs_model_zyxc[..., c], scale, shape, threshold)
         probs = None if box is None else probabilities_in_box(probs_model_zyxc, scale, shape, box)
         out.append(GlandProbabilities(name, c, box, probs))
     return out
+
+
+def whole_grid(probs_ct_zyxc: np.ndarray, labels: Sequence[str]) -> list[GlandProbabilities]:
+    """Probabilities already on the whole CT grid, as one box (the whole grid) per gland."""
+    box = tuple(slice(0, int(n)) for n in probs_ct_zyxc.shape[:3])
+    return [GlandProbabilities(name, c, box, probs_ct_zyxc) for c, name in enumerate(labels) if c > 0]  # type: ignore[arg-type]
 
 
 def clean_glands(
@@ -134,3 +154,62 @@ def postprocess_on_ct_grid(
     """``postprocess(probabilities_to_ct_grid(...))`` computed in each gland's box: the same ``GlandMask``es."""
     boxed = gland_probabilities(probs_model_zyxc, plan, ct_spacing_mm_zyx, ct_shape_zyx)
     return clean_glands(boxed, plan.background_weight, ct_shape_zyx)
+
+
+@dataclass(frozen=True)
+class BoxedMap:
+    """A float32 map on the CT grid that is stored only inside ``box`` and is zero outside it."""
+
+    shape_zyx: tuple[int, int, int]
+    box: tuple[slice, slice, slice] | None  # None: zero everywhere
+    values: np.ndarray | None  # float32 inside ``box``
+
+    @classmethod
+    def whole(cls, array_zyx: np.ndarray) -> BoxedMap:
+        arr = np.asarray(array_zyx, dtype=np.float32)
+        shape = (int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2]))
+        return cls(shape, (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2])), arr)
+
+    def crop(self, region: Sequence[slice]) -> np.ndarray:
+        """The map inside ``region`` (slices with explicit bounds within the grid), zero where outside ``box``."""
+        ranges = [sl.indices(n)[:2] for sl, n in zip(region, self.shape_zyx, strict=True)]
+        out = np.zeros([hi - lo for lo, hi in ranges], dtype=np.float32)
+        if self.box is None or self.values is None:
+            return out
+        src, dst = [], []
+        for (lo, hi), b in zip(ranges, self.box, strict=True):
+            a, z = max(lo, b.start), min(hi, b.stop)
+            if a >= z:
+                return out
+            src.append(slice(a - b.start, z - b.start))
+            dst.append(slice(a - lo, z - lo))
+        out[tuple(dst)] = self.values[tuple(src)]
+        return out
+
+    def full(self) -> np.ndarray:
+        """The whole grid (float32): for writers that need it (the NIfTI output)."""
+        return self.crop(tuple(slice(0, n) for n in self.shape_zyx))
+
+    def at_least(self, level: float) -> np.ndarray:
+        """Boolean whole-grid mask of ``map >= level`` (``level`` > 0: nothing outside the box qualifies)."""
+        out = np.zeros(self.shape_zyx, dtype=bool)
+        if self.box is not None and self.values is not None:
+            out[self.box] = self.values >= level
+        return out
+
+
+def map_to_ct_grid(
+    map_model_zyx: np.ndarray,
+    plan: Plan,
+    ct_spacing_mm_zyx: Sequence[float],
+    ct_shape_zyx: Sequence[int],
+    floor: float,
+) -> BoxedMap:
+    """``resample_back`` of a non-negative model-grid map, computed only where it can exceed ``floor``: inside
+    the box the whole grid's values, outside it zero instead of values <= ``floor``."""
+    shape = (int(ct_shape_zyx[0]), int(ct_shape_zyx[1]), int(ct_shape_zyx[2]))
+    scale = back_scale(plan, ct_spacing_mm_zyx)
+    box = gland_box(np.asarray(map_model_zyx), scale, shape, floor)
+    if box is None:
+        return BoxedMap(shape, None, None)
+    return BoxedMap(shape, box, linear_resample_box(np.asarray(map_model_zyx), scale, shape, box))

@@ -204,14 +204,14 @@ def write_preview(
     *,
     title: str = "",
     colors: Mapping[str, Sequence[int]] | None = None,
-    uncertainty_zyx: np.ndarray | None = None,
+    uncertain_band_zyx: np.ndarray | None = None,
 ) -> None:
     """Write the preview PNG of ``masks`` (ROI name -> bool mask on the CT grid) over ``ct`` (HU) to ``path``.
 
     ``title`` should name the model, its version and the QA status (``QAReport.summary_line()``). ``colors``
     (ROI name -> RGB 0-255) are the structure template's, the same as the RTSTRUCT's (3006,002A) ROI Display
-    Color; names without one get the template's defaults. ``uncertainty_zyx`` (the QA's uncertainty map on the CT
-    grid) adds the band where it is at least ``UNCERTAIN_LEVEL``, outlined in yellow: where the reviewer should
+    Color; names without one get the template's defaults. ``uncertain_band_zyx`` (boolean, on the CT grid: where
+    the QA's uncertainty map is at least ``UNCERTAIN_LEVEL``) is outlined in yellow: where the reviewer should
     look first.
     """
     path = Path(path)
@@ -239,8 +239,8 @@ def write_preview(
     axes = fig.subplots(len(rows), 3, squeeze=False, gridspec_kw={**grid, "hspace": 0.7 / 4.6})
     drawn, drawn_colours = dict(masks), dict(hex_colors)
     band = None
-    if uncertainty_zyx is not None and uncertainty_zyx.shape == ct.shape_zyx:
-        band = np.asarray(uncertainty_zyx) >= UNCERTAIN_LEVEL
+    if uncertain_band_zyx is not None and uncertain_band_zyx.shape == ct.shape_zyx:
+        band = np.asarray(uncertain_band_zyx, dtype=bool)
         drawn["uncertain band"], drawn_colours["uncertain band"] = band, UNCERTAIN_COLOUR
     for (row_name, centre), row_axes in zip(rows, axes, strict=True):
         _draw_row(list(row_axes), ct, drawn, drawn_colours, centre, box, row_name)

@@ -28,6 +28,7 @@ No patient name or ID is ever written into the report. The schema is in ``servic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from scipy import ndimage
 
 from service.fileio import write_atomic
 from service.pipeline import metrics
+from service.pipeline.gland_boxes import BoxedMap, GlandProbabilities
 from service.pipeline.postprocess import GlandMask, mask_indices
 from service.pipeline.qa_calibration import QACalibration
 from service.pipeline.qa_perturb import MemberPrediction
@@ -256,19 +258,20 @@ def build_qa(
     stage_times_s: dict[str, float],
     reference: dict[str, np.ndarray] | None = None,
     thresholds: QAThresholds | None = None,
-    probs_ct_zyxc: np.ndarray | None = None,
-    labels: tuple[str, ...] | None = None,
+    gland_probs: Sequence[GlandProbabilities] | None = None,
     members: MemberPrediction | None = None,
-    uncertainty_ct_zyx: np.ndarray | None = None,
+    uncertainty: BoxedMap | None = None,
     calibration: QACalibration | None = None,
     background_weight: float = 1.0,
 ) -> QAReport:
     """Build the QA report for the glands segmented on ``ct`` (all masks on the CT grid, canonical LPS order).
 
     ``reference`` maps ROI name -> mask on the CT grid; each gland is compared with the ROI of the same name
-    (exact, else case-insensitive). With ``probs_ct_zyxc`` (class probabilities on the CT grid, channel order
-    ``labels``) the measured signals are added (``qa_verdict``); ``members`` (test-time perturbation members) and
-    ``uncertainty_ct_zyx`` add the disagreement signals and the slices where uncertainty concentrates.
+    (exact, else case-insensitive). With ``gland_probs`` (each gland's class probabilities on the CT grid in its
+    box, ``gland_boxes.gland_probabilities(min_threshold=UNCERTAIN_LOW)``; ``gland_boxes.whole_grid`` wraps
+    whole-grid ones) the measured signals are added (``qa_verdict``); ``members`` (test-time perturbation members)
+    and ``uncertainty`` (on the CT grid) add the disagreement signals and the slices where uncertainty
+    concentrates.
     """
     th = thresholds or QAThresholds()
     flags: list[QAFlag] = []
@@ -291,10 +294,9 @@ def build_qa(
             gland_qa[name].reference = compare_reference(ct, g, ref_name, reference[ref_name], gland_qa[name].volume_cc)
             flags.extend(reference_flags(name, gland_qa[name].reference, th))  # type: ignore[arg-type]
     input_checks = None
-    if probs_ct_zyxc is not None:
+    if gland_probs is not None:
         input_checks = apply_signals(
-            ct, glands, gland_qa, flags, notes, probs_ct_zyxc=probs_ct_zyxc,
-            labels=labels or ("background", *glands), members=members, uncertainty_ct_zyx=uncertainty_ct_zyx,
+            ct, glands, gland_qa, flags, notes, gland_probs=gland_probs, members=members, uncertainty=uncertainty,
             calibration=calibration, background_weight=background_weight, pairs=LR_PAIRS,
             body_threshold_hu=th.body_threshold_hu,
         )  # fmt: skip

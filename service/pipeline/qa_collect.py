@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from service.pipeline.gland_boxes import GlandProbabilities
 from service.pipeline.postprocess import GlandMask, weighted_argmax
 from service.pipeline.qa_perturb import MemberPrediction
 from service.pipeline.qa_signals import (
@@ -61,25 +62,29 @@ def collect_gland_signals(
     spacing_mm_zyx: Sequence[float],
     origin_lps: Sequence[float],
     glands: Mapping[str, GlandMask],
-    probs_ct_zyxc: np.ndarray,
-    labels: Sequence[str],
+    gland_probs: Sequence[GlandProbabilities],
     members: MemberPrediction | None,
     background_weight: float,
     pairs: Sequence[tuple[str, str]],
     body_threshold_hu: float = -500.0,
 ) -> dict[str, dict[str, float]]:
-    """Per gland ``{signal name: value}`` (NaN where not computable): probability structure on the CT grid,
-    perturbation disagreement on the model grid, plausibility measurements (with the body landmarks of the
-    glands' slab) and, for a gland in ``pairs``, ``log_lr_ratio`` = log(this volume / the partner's)."""
-    labels = list(labels)
+    """Per gland ``{signal name: value}`` (NaN where not computable): probability structure on the CT grid (in
+    each gland's box: ``gland_boxes.gland_probabilities(min_threshold=UNCERTAIN_LOW)``), perturbation
+    disagreement on the model grid, plausibility measurements (with the body landmarks of the glands' slab) and,
+    for a gland in ``pairs``, ``log_lr_ratio`` = log(this volume / the partner's)."""
+    boxed = {gp.name: gp for gp in gland_probs}
     z_range = gland_z_range([g.mask_zyx for g in glands.values()], int(np.asarray(hu_zyx).shape[0]))
     body = None if z_range is None else body_landmarks(hu_zyx, spacing_mm_zyx, origin_lps, z_range, body_threshold_hu)
     consensus = None if members is None else weighted_argmax(members.probs_zyxc, background_weight)
     out: dict[str, dict[str, float]] = {}
     for name, g in glands.items():
-        c = labels.index(name)
+        gp = boxed[name]
+        c = gp.channel
         s: dict[str, float] = {}
-        s.update(probability_structure(probs_ct_zyxc, c, g.mask_zyx))
+        if gp.box is None or gp.probs_zyxc is None:  # no voxel can be this gland: the mask is empty
+            s.update(probability_structure(np.zeros((1, 1, 1, c + 1), np.float32), c, np.zeros((1, 1, 1), bool)))
+        else:
+            s.update(probability_structure(gp.probs_zyxc, c, g.mask_zyx[gp.box]))
         s.update(gland_geometry(hu_zyx, g.mask_zyx, spacing_mm_zyx, origin_lps, body))
         s["components_before"] = float(g.components_before)
         s["largest_component_fraction"] = float(g.largest_component_fraction)

@@ -19,22 +19,43 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
+from service.pipeline.postprocess import bounding_box
+
+if TYPE_CHECKING:
+    from service.pipeline.gland_boxes import BoxedMap
+
+UNCERTAIN_LOW = 0.2  # gland probability above which a voxel counts as uncertain (below UNCERTAIN_HIGH)
+UNCERTAIN_HIGH = 0.8
 _STRUCT_6 = ndimage.generate_binary_structure(3, 1)
 _EPS = 1e-6
+
+
+def band_in_box(mask_zyx: np.ndarray, width_vox: int = 2) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """``boundary_band`` inside the mask's bounding box grown by ``width_vox``: ``(box, band in the box)``; None
+    for an empty mask. The band never reaches outside that box, so this is the whole band, computed on the box."""
+    mask = np.asarray(mask_zyx, dtype=bool)
+    box = bounding_box(mask, margin=width_vox)
+    if box is None:
+        return None
+    sub = mask[box]
+    grown = ndimage.binary_dilation(sub, _STRUCT_6, iterations=width_vox)
+    shrunk = ndimage.binary_erosion(sub, _STRUCT_6, iterations=width_vox, border_value=0)
+    return box, grown & ~shrunk
 
 
 def boundary_band(mask_zyx: np.ndarray, width_vox: int = 2) -> np.ndarray:
     """Voxels within ``width_vox`` (6-connected steps) of the mask boundary, inside or outside."""
     mask = np.asarray(mask_zyx, dtype=bool)
-    if not mask.any():
-        return np.zeros_like(mask)
-    grown = ndimage.binary_dilation(mask, _STRUCT_6, iterations=width_vox)
-    shrunk = ndimage.binary_erosion(mask, _STRUCT_6, iterations=width_vox, border_value=0)
-    return grown & ~shrunk
+    out = np.zeros_like(mask)
+    found = band_in_box(mask, width_vox)
+    if found is not None:
+        out[found[0]] = found[1]
+    return out
 
 
 def normalized_entropy(probs_zyxc: np.ndarray) -> np.ndarray:
@@ -44,7 +65,12 @@ def normalized_entropy(probs_zyxc: np.ndarray) -> np.ndarray:
 
 
 def probability_structure(
-    probs_zyxc: np.ndarray, channel: int, mask_zyx: np.ndarray, band_vox: int = 2, low: float = 0.2, high: float = 0.8
+    probs_zyxc: np.ndarray,
+    channel: int,
+    mask_zyx: np.ndarray,
+    band_vox: int = 2,
+    low: float = UNCERTAIN_LOW,
+    high: float = UNCERTAIN_HIGH,
 ) -> dict[str, float]:
     """Probability-structure signals of gland ``channel`` with final mask ``mask_zyx`` (same grid).
 
@@ -56,21 +82,27 @@ def probability_structure(
       prediction;
     - ``mean_probability``: mean gland probability inside the mask.
     Empty mask: every value NaN except ``uncertain_fraction`` and ``outside_mass_fraction`` (NaN too).
+
+    The arrays may be any box of the CT grid that holds every voxel with ``p_gland > low`` and the mask grown by
+    ``band_vox`` (``gland_boxes.gland_probabilities(min_threshold=UNCERTAIN_LOW)``): the values are then those
+    of the whole grid.
     """
     mask = np.asarray(mask_zyx, dtype=bool)
     nan = float("nan")
-    if not mask.any():
+    found = band_in_box(mask, band_vox)
+    if found is None:
         return dict.fromkeys(
             ("band_entropy", "band_margin", "uncertain_fraction", "outside_mass_fraction", "mean_probability"), nan
         )
     p = np.asarray(probs_zyxc[..., channel], dtype=np.float32)
-    band = boundary_band(mask, band_vox)
-    others = np.delete(np.asarray(probs_zyxc, dtype=np.float32), channel, axis=-1).max(axis=-1)
+    box, band = found
+    near = np.asarray(probs_zyxc[box], dtype=np.float32)[band]  # (voxels in the band, C)
+    others = np.delete(near, channel, axis=-1).max(axis=-1)
     inside_mass = float(p[mask].sum(dtype=np.float64))
     outside = (~mask) & (p > 0.5)
     return {
-        "band_entropy": float(normalized_entropy(probs_zyxc[band]).mean(dtype=np.float64)),
-        "band_margin": float(np.abs(p[band] - others[band]).mean(dtype=np.float64)),
+        "band_entropy": float(normalized_entropy(near).mean(dtype=np.float64)),
+        "band_margin": float(np.abs(near[:, channel] - others).mean(dtype=np.float64)),
         "uncertain_fraction": float(((p > low) & (p < high)).sum() / mask.sum()),
         "outside_mass_fraction": float(p[outside].sum(dtype=np.float64) / max(inside_mass, _EPS)),
         "mean_probability": float(p[mask].mean(dtype=np.float64)),
@@ -123,14 +155,21 @@ def member_disagreement_map(member_labels: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def uncertain_slices(
-    uncertainty_zyx: np.ndarray, mask_zyx: np.ndarray, top: int = 3, band_vox: int = 2
+    uncertainty: BoxedMap, mask_zyx: np.ndarray, top: int = 3, band_vox: int = 2
 ) -> list[tuple[int, float]]:
     """The axial slices (canonical z index) where the uncertainty near the gland is largest, with the summed
-    uncertainty in the gland's boundary band on that slice; at most ``top``, largest first, zero sums left out."""
-    band = boundary_band(np.asarray(mask_zyx, dtype=bool), band_vox) | np.asarray(mask_zyx, dtype=bool)
-    per_slice = np.where(band, uncertainty_zyx, 0.0).sum(axis=(1, 2))
+    uncertainty in the gland's boundary band (and inside the gland) on that slice; at most ``top``, largest first,
+    zero sums left out. ``uncertainty``: the map on the mask's grid (``gland_boxes.BoxedMap``)."""
+    mask = np.asarray(mask_zyx, dtype=bool)
+    found = band_in_box(mask, band_vox)
+    if found is None:
+        return []
+    box, band = found
+    band |= mask[box]
+    per_slice = np.where(band, uncertainty.crop(box), 0.0).sum(axis=(1, 2))
     order = np.argsort(-per_slice, kind="stable")[:top]
-    return [(int(k), float(per_slice[k])) for k in order if per_slice[k] > 0]
+    z0 = box[0].start
+    return [(int(k) + z0, float(per_slice[k])) for k in order if per_slice[k] > 0]
 
 
 @dataclass(frozen=True)
@@ -191,13 +230,17 @@ def gland_geometry(
     out["volume_cc"] = float(mask.sum()) * math.prod(spacing_mm_zyx) / 1000.0
     if not mask.any():
         return out
-    ks = np.flatnonzero(mask.any(axis=(1, 2)))
+    box = bounding_box(mask, margin=1)  # the erosion and the centroid only need the mask's box
+    assert box is not None
+    sub = mask[box]
+    lo = np.array([sl.start for sl in box], dtype=np.float64)
+    ks = np.flatnonzero(sub.any(axis=(1, 2)))
     out["si_extent_mm"] = float((ks[-1] - ks[0] + 1) * spacing_mm_zyx[0])
-    core = ndimage.binary_erosion(mask, _STRUCT_6, border_value=0)
-    vals = np.asarray(hu_zyx, dtype=np.float64)[core if core.sum() >= 10 else mask]
+    core = ndimage.binary_erosion(sub, _STRUCT_6, border_value=0)
+    vals = np.asarray(hu_zyx[box], dtype=np.float64)[core if core.sum() >= 10 else sub]
     out["mean_hu"], out["sd_hu"] = float(vals.mean()), float(vals.std())
     if body is not None:
-        kji = np.argwhere(mask).mean(axis=0)
+        kji = np.argwhere(sub).mean(axis=0) + lo
         cx = origin_lps[0] + kji[2] * spacing_mm_zyx[2]
         cy = origin_lps[1] + kji[1] * spacing_mm_zyx[1]
         out["centroid_x_rel"] = float(abs(cx - body.midline_x_mm) / max(body.width_x_mm, _EPS))
@@ -224,15 +267,35 @@ def blanked_slices(
     hu = np.asarray(hu_zyx)
     px_mm2 = float(spacing_mm_zyx[1]) * float(spacing_mm_zyx[2])
     out = []
-    for k in range(hu.shape[0]):
-        filled = ndimage.binary_fill_holes(hu[k] > body_threshold_hu)
-        area = int(filled.sum())
-        if area * px_mm2 < min_body_area_mm2:
-            continue
-        frac = float(((hu[k] <= blank_hu) & filled).sum() / area)
-        if frac >= min_fraction:
-            out.append((k, frac))
+    for k0 in range(0, hu.shape[0], _SLAB):
+        slab = hu[k0 : k0 + _SLAB]
+        filled = _fill_holes_per_slice(slab > body_threshold_hu)
+        areas = filled.sum(axis=(1, 2))
+        blank = ((slab <= blank_hu) & filled).sum(axis=(1, 2))
+        for i, (area, n_blank) in enumerate(zip(areas.tolist(), blank.tolist(), strict=True)):
+            if area * px_mm2 < min_body_area_mm2:
+                continue
+            frac = float(n_blank / area)
+            if frac >= min_fraction:
+                out.append((k0 + i, frac))
     return out
+
+
+_SLAB = 32  # axial slices labelled at once (bounds the int32 label array)
+_CROSS_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_CROSS_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def _fill_holes_per_slice(mask_zyx: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` of every axial slice (4-connected background), for a stack at once: one
+    labelling of the background with no connection between slices; what does not reach the slice border is a
+    hole. Same result as the per-slice calls (tested), a fraction of their time on a 512 x 512 stack."""
+    background, n = ndimage.label(~mask_zyx, structure=_CROSS_IN_PLANE)
+    on_border = np.zeros(n + 1, dtype=bool)
+    for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0], background[:, :, -1]):
+        on_border[edge] = True
+    on_border[0] = True  # label 0 = the mask itself
+    return mask_zyx | ~on_border[background]
 
 
 def soft_tissue_peak_hu(hu_zyx: np.ndarray, body_threshold_hu: float = -500.0) -> float | None:
@@ -248,9 +311,10 @@ def soft_tissue_peak_hu(hu_zyx: np.ndarray, body_threshold_hu: float = -500.0) -
 
 
 def darkest_percentile_hu(hu_zyx: np.ndarray, percentile: float = 1.0) -> float:
-    """The ``percentile``-th percentile of all HU values: air (about -1000) or padding below it on a calibrated
-    CT; near 0 when the rescale intercept was not applied (stored values instead of HU)."""
-    return float(np.percentile(np.asarray(hu_zyx), percentile))
+    """The ``percentile``-th percentile of the HU values (of every 4th row and column of every slice: a sixteenth
+    of the voxels is plenty for a percentile and takes a sixteenth of the time): air (about -1000) or padding
+    below it on a calibrated CT; near 0 when the rescale intercept was not applied (stored values instead of HU)."""
+    return float(np.percentile(np.asarray(hu_zyx)[:, ::4, ::4], percentile))
 
 
 def body_cut_by_fov(hu_zyx: np.ndarray, z_range: tuple[int, int], body_threshold_hu: float = -500.0) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from service.pipeline.gland_boxes import BoxedMap, GlandProbabilities
 from service.pipeline.postprocess import GlandMask
 from service.pipeline.qa_calibration import QACalibration, assess_gland, assess_input
 from service.pipeline.qa_collect import collect_gland_signals, collect_input_signals, gland_z_range
@@ -58,10 +59,9 @@ def apply_signals(
     flags: list[QAFlag],
     notes: list[str],
     *,
-    probs_ct_zyxc: np.ndarray,
-    labels: Sequence[str],
+    gland_probs: Sequence[GlandProbabilities],
     members: MemberPrediction | None,
-    uncertainty_ct_zyx: np.ndarray | None,
+    uncertainty: BoxedMap | None,
     calibration: QACalibration | None,
     background_weight: float,
     pairs: Sequence[tuple[str, str]],
@@ -77,7 +77,7 @@ def apply_signals(
         notes.append("the bundle's QA calibration has no quality model: no quality estimate")
     hu = np.asarray(ct.array_zyx)
     signals = collect_gland_signals(
-        hu, ct.spacing_mm_zyx, ct.origin_lps, glands, probs_ct_zyxc, labels, members, background_weight, pairs,
+        hu, ct.spacing_mm_zyx, ct.origin_lps, glands, gland_probs, members, background_weight, pairs,
         body_threshold_hu,
     )  # fmt: skip
     for name, g in glands.items():
@@ -94,10 +94,10 @@ def apply_signals(
                 review_threshold=cal.quality_model.review_threshold,
                 features={k: feats[k] for k in cal.quality_model.features},
             )
-        if uncertainty_ct_zyx is not None:
+        if uncertainty is not None:
             q.uncertain_slices = [
                 UncertainSlice(z_index=k, z_mm=float(ct.index_to_lps(np.array([k, 0, 0]))[2]), score=v)
-                for k, v in uncertain_slices(uncertainty_ct_zyx, g.mask_zyx)
+                for k, v in uncertain_slices(uncertainty, g.mask_zyx)
             ]
         for c in concerns:
             flags.append(

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from service.model_bundle import DEFAULT_STORE, LoadedModel, load_bundle, read_plan, resolve_bundle
 from service.pipeline.series import load_series
 from service.pipeline.stages import PROGRESS_AT, Progress, Stage, StageTimer
@@ -26,6 +24,7 @@ from service.pipeline.structures import DEFAULT_TEMPLATE, StructureTemplate
 from service.pipeline.volume import Volume
 
 if TYPE_CHECKING:
+    from service.pipeline.gland_boxes import BoxedMap
     from service.pipeline.postprocess import GlandMask
     from service.pipeline.qa import QAReport, QAThresholds
 
@@ -37,7 +36,7 @@ class SegmentationResult:
     qa: QAReport
     model: LoadedModel
     stage_times_s: dict[str, float] = field(default_factory=dict)
-    uncertainty_zyx: np.ndarray | None = None  # float32 in [0, 1] on the CT grid (see qa_perturb)
+    uncertainty: BoxedMap | None = None  # float32 in [0, 1] on the CT grid, 0 below a floor (see qa_perturb)
 
 
 def run_segmentation(
@@ -78,12 +77,12 @@ def run_segmentation(
     with timer.stage(Stage.LOAD_MODEL):
         loaded = load_bundle(ref)
     plan = loaded.plan
-    from service.pipeline.gland_boxes import clean_glands, gland_probabilities
-    from service.pipeline.infer import probabilities_to_ct_grid
-    from service.pipeline.preprocess import preprocess_volume, resample_back
+    from service.pipeline.gland_boxes import clean_glands, gland_probabilities, map_to_ct_grid
+    from service.pipeline.preprocess import preprocess_volume
     from service.pipeline.qa import build_qa
     from service.pipeline.qa_calibration import load_calibration
-    from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, predict_with_members
+    from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, UNCERTAINTY_FLOOR, predict_with_members
+    from service.pipeline.qa_signals import UNCERTAIN_LOW
 
     with timer.stage(Stage.PREPROCESS):
         x = preprocess_volume(ct, plan)
@@ -93,16 +92,17 @@ def run_segmentation(
     with timer.stage(Stage.MODEL):
         members = predict_with_members(loaded.predict, x, plan, tuple(perturbations))
     with timer.stage(Stage.RESAMPLE_BACK):
-        probs = probabilities_to_ct_grid(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx)
-        uncertainty = resample_back(members.uncertainty_zyx, plan.spacing_mm_zyx, ct.spacing_mm_zyx, ct.shape_zyx)
-    with timer.stage(Stage.POSTPROCESS):
-        # argmax and clean-up inside each gland's box (the whole grid's masks: tests/pipeline/test_gland_boxes.py);
-        # the whole-grid probabilities above are for the QA's signals only
-        glands = clean_glands(
-            gland_probabilities(members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx),
-            plan.background_weight,
-            ct.shape_zyx,
+        # only inside each gland's box (built with the QA's lowest threshold, so its signals see every voxel they
+        # count) and inside the box where the uncertainty exceeds its floor: no whole-grid float array
+        boxed = gland_probabilities(
+            members.probs_zyxc, plan, ct.spacing_mm_zyx, ct.shape_zyx, min_threshold=UNCERTAIN_LOW
         )
+        uncertainty = map_to_ct_grid(
+            members.uncertainty_zyx, plan, ct.spacing_mm_zyx, ct.shape_zyx, floor=UNCERTAINTY_FLOOR
+        )
+    with timer.stage(Stage.POSTPROCESS):
+        # argmax and clean-up inside each gland's box (the whole grid's masks: tests/pipeline/test_gland_boxes.py)
+        glands = clean_glands(boxed, plan.background_weight, ct.shape_zyx)
     with timer.stage(Stage.QA):
         qa = build_qa(
             ct,
@@ -112,16 +112,15 @@ def run_segmentation(
             stage_times_s={},
             reference=ref_masks,
             thresholds=thresholds,
-            probs_ct_zyxc=probs,
-            labels=plan.labels,
+            gland_probs=boxed,
             members=members,
-            uncertainty_ct_zyx=uncertainty,
+            uncertainty=uncertainty,
             calibration=calibration,
             background_weight=plan.background_weight,
         )
+    del boxed, members  # the probabilities are not needed once the masks and the QA exist
     qa = qa.model_copy(update={"stage_times_s": dict(timer.times)})
-    unc = np.asarray(uncertainty, dtype=np.float32)
-    return SegmentationResult(ct, glands, qa, loaded, timer.times, unc)
+    return SegmentationResult(ct, glands, qa, loaded, timer.times, uncertainty)
 
 
 def write_outputs(
@@ -136,7 +135,7 @@ def write_outputs(
     """Write RTSTRUCT (+ QA JSON, + preview PNG, + uncertainty NIfTI); all appear together or not at all.
 
     ROI names and colours come from ``structures`` (default: TG-263 names, the default colours) for all of them."""
-    from service.pipeline.preview import write_preview
+    from service.pipeline.preview import UNCERTAIN_LEVEL, write_preview
     from service.pipeline.qa import write_qa_json
     from service.pipeline.qa_verdict import rtstruct_texts
     from service.pipeline.rtstruct import write_rtstruct
@@ -166,6 +165,7 @@ def write_outputs(
             pending.append((tmp_rs, rtstruct_path))
         if preview_path is not None:
             with timer.stage(Stage.PREVIEW):
+                unc = result.uncertainty
                 tmp_pv = preview_path.with_name(f".{preview_path.name}.partial")
                 title = f"{ref.name} {ref.version} - QA {result.qa.status.upper()} - research use only"
                 write_preview(
@@ -174,15 +174,15 @@ def write_outputs(
                     tmp_pv,
                     title=title,
                     colors=roi_colors,
-                    uncertainty_zyx=result.uncertainty_zyx,
+                    uncertain_band_zyx=None if unc is None else unc.at_least(UNCERTAIN_LEVEL),
                 )
                 pending.append((tmp_pv, preview_path))
-        if uncertainty_path is not None and result.uncertainty_zyx is not None:
+        if uncertainty_path is not None and result.uncertainty is not None:
             from service.pipeline.qa_uncertainty_io import write_uncertainty_nifti
 
             with timer.stage(Stage.UNCERTAINTY):
                 tmp_un = uncertainty_path.with_name(f".{uncertainty_path.name}.partial.nii.gz")
-                write_uncertainty_nifti(result.ct, result.uncertainty_zyx, tmp_un)
+                write_uncertainty_nifti(result.ct, result.uncertainty.full(), tmp_un)
                 pending.append((tmp_un, uncertainty_path))
         glands = {
             label: g.model_copy(update={"roi_name": template.roi_name(label), "display_color_rgb": colors[label]})

@@ -1,6 +1,8 @@
 """The box path (``postprocess_on_ct_grid``) gives exactly the whole-grid path's glands
 (``postprocess(probabilities_to_ct_grid(...))``): synthetic fields on several grids, and the shipped model's
-probabilities for sample patients on their own grid and on a clinical 1 mm x 2.5 mm grid."""
+probabilities for sample patients on their own grid and on a clinical 1 mm x 2.5 mm grid. The QA's signals
+computed in the boxes (``gland_probabilities(min_threshold=UNCERTAIN_LOW)``) equal their whole-grid values, and
+the uncertainty map in its box (``map_to_ct_grid``) is the whole grid's above its floor."""
 
 from __future__ import annotations
 
@@ -8,11 +10,23 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from service.pipeline.gland_boxes import back_scale, gland_box, postprocess_on_ct_grid, support_threshold
+from service.pipeline.gland_boxes import (
+    BoxedMap,
+    back_scale,
+    clean_glands,
+    gland_box,
+    gland_probabilities,
+    map_to_ct_grid,
+    postprocess_on_ct_grid,
+    support_threshold,
+    whole_grid,
+)
 from service.pipeline.infer import probabilities_to_ct_grid
 from service.pipeline.plan import Plan
 from service.pipeline.postprocess import GlandMask, postprocess
-from service.pipeline.preprocess import linear_resample_box, target_shape
+from service.pipeline.preprocess import linear_resample_box, resample_back, target_shape
+from service.pipeline.qa_collect import collect_gland_signals
+from service.pipeline.qa_signals import UNCERTAIN_LOW, uncertain_slices
 
 LABELS = ("background", "Parotid_R", "Parotid_L")
 
@@ -114,3 +128,79 @@ def test_box_path_equals_whole_grid_with_the_shipped_model(patient: str) -> None
         got = postprocess_on_ct_grid(probs, plan, ct_spacing, ct_shape)
         _assert_same(got, _whole_grid(probs, plan, ct_spacing, ct_shape))
         assert all(not g.is_empty for g in got.values()), f"{patient}: a gland is empty"
+
+
+def _assert_same_qa(probs: np.ndarray, unc_model: np.ndarray, plan: Plan, spacing, shape, floor: float) -> None:
+    """Signals and uncertain slices from the boxes equal those from the whole grid; the boxed map is the whole
+    grid's map above ``floor`` and zero (instead of <= floor) elsewhere."""
+    hu = np.random.default_rng(0).normal(30.0, 20.0, size=shape).astype(np.float32)
+    origin = (0.0, 0.0, 0.0)
+    boxed = gland_probabilities(probs, plan, spacing, shape, min_threshold=UNCERTAIN_LOW)
+    glands = clean_glands(boxed, plan.background_weight, shape)
+    whole_probs = probabilities_to_ct_grid(probs, plan, spacing, shape)
+    _assert_same(glands, postprocess(whole_probs, plan.labels, plan.background_weight))
+    pairs = (("Parotid_L", "Parotid_R"),)
+    got = collect_gland_signals(hu, spacing, origin, glands, boxed, None, plan.background_weight, pairs)
+    want = collect_gland_signals(
+        hu, spacing, origin, glands, whole_grid(whole_probs, plan.labels), None, plan.background_weight, pairs
+    )
+    for name in want:
+        for key, value in want[name].items():
+            assert got[name][key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), (name, key)
+    unc_whole = resample_back(unc_model, plan.spacing_mm_zyx, spacing, shape)
+    unc = map_to_ct_grid(unc_model, plan, spacing, shape, floor)
+    full = unc.full()
+    inside = full > 0
+    assert np.array_equal(full[inside], unc_whole[inside]) and np.all(unc_whole[~inside] <= floor * 1.001)
+    assert np.array_equal(unc.at_least(0.5), unc_whole >= 0.5)
+    for name, g in glands.items():
+        a = uncertain_slices(unc, g.mask_zyx)
+        b = uncertain_slices(BoxedMap.whole(unc_whole), g.mask_zyx)
+        assert [k for k, _ in a] == [k for k, _ in b], name
+        assert [v for _, v in a] == pytest.approx([v for _, v in b], rel=1e-3, abs=0.1), name
+
+
+@pytest.mark.parametrize("background_weight", [1.0, 0.6])
+@pytest.mark.parametrize("ct_spacing", [(2.5, 1.0, 1.0), (5.0, 5.5, 5.5)], ids=["clinical", "coarser"])
+def test_qa_signals_in_boxes_equal_the_whole_grid_on_synthetic_fields(ct_spacing, background_weight: float) -> None:
+    plan = Plan(labels=LABELS, background_weight=background_weight)
+    model_shape = (24, 30, 32)
+    extent = [(n - 1) * s for n, s in zip(model_shape, plan.spacing_mm_zyx, strict=True)]
+    ct_shape = tuple(int(e // s) + 1 for e, s in zip(extent, ct_spacing, strict=True))
+    for seed in range(2):
+        probs = _blobs(model_shape, seed)
+        unc = (1.0 - probs.max(axis=-1)).astype(np.float32)  # high at the gland borders, near 0 far from them
+        _assert_same_qa(probs, unc, plan, ct_spacing, ct_shape, floor=0.01)
+
+
+def test_boxed_map_crop_full_and_empty() -> None:
+    arr = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    m = BoxedMap((8, 9, 10), (slice(2, 6), slice(3, 8), slice(4, 10)), arr)
+    full = m.full()
+    assert full.shape == (8, 9, 10) and np.array_equal(full[2:6, 3:8, 4:10], arr) and full.sum() == arr.sum()
+    region = (slice(0, 3), slice(0, 9), slice(5, 7))
+    assert np.array_equal(m.crop(region), full[region])
+    assert not m.crop((slice(6, 8), slice(0, 9), slice(0, 10))).any()
+    empty = BoxedMap((3, 3, 3), None, None)
+    assert not empty.full().any() and not empty.at_least(0.1).any()
+    assert np.array_equal(BoxedMap.whole(full).crop(region), full[region])
+
+
+@pytest.mark.slow
+def test_qa_signals_in_boxes_equal_the_whole_grid_with_the_shipped_model() -> None:
+    """The shipped bundle's probabilities and QA uncertainty (its perturbation members) on pt_201, on a clinical
+    1 mm x 2.5 mm grid over the patient's extent."""
+    from service.model_bundle import load_bundle, resolve_bundle
+    from service.pipeline.preprocess import preprocess_volume
+    from service.pipeline.qa_perturb import UNCERTAINTY_FLOOR, predict_with_members
+    from service.pipeline.volume import Volume
+    from tests.conftest import load_sample_canonical
+
+    hu, spacing, _, _ = load_sample_canonical("pt_201")
+    loaded = load_bundle(resolve_bundle(None))
+    plan = loaded.plan
+    mp = predict_with_members(loaded.predict, preprocess_volume(Volume(hu, spacing, (0.0, 0.0, 0.0)), plan), plan)
+    extent = [(n - 1) * s for n, s in zip(hu.shape, spacing, strict=True)]
+    ct_spacing = (2.5, 1.0, 1.0)
+    ct_shape = tuple(int(e // s) + 1 for e, s in zip(extent, ct_spacing, strict=True))
+    _assert_same_qa(mp.probs_zyxc, mp.uncertainty_zyx, plan, ct_spacing, ct_shape, UNCERTAINTY_FLOOR)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from service.pipeline.gland_boxes import BoxedMap, whole_grid
 from service.pipeline.postprocess import postprocess
 from service.pipeline.qa import build_qa
 from service.pipeline.qa_calibration import (
@@ -66,7 +67,7 @@ def _signals(hu: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[str
     probs = _probs(masks)
     glands = postprocess(probs, LABELS)
     pairs = (("Parotid_L", "Parotid_R"),)
-    return collect_gland_signals(hu, SPACING, ORIGIN, glands, probs, LABELS, None, 1.0, pairs)
+    return collect_gland_signals(hu, SPACING, ORIGIN, glands, whole_grid(probs, LABELS), None, 1.0, pairs)
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +93,8 @@ def _qa(hu: np.ndarray, masks: dict[str, np.ndarray], cal: QACalibration | None)
         model_name="m",
         model_version="1",
         stage_times_s={},
-        probs_ct_zyxc=probs,
-        labels=LABELS,
-        uncertainty_ct_zyx=unc,
+        gland_probs=whole_grid(probs, LABELS),
+        uncertainty=BoxedMap.whole(unc),
         calibration=cal,
     )
 
@@ -291,6 +291,22 @@ def test_soft_tissue_peak_and_fov_cut() -> None:
     assert set(body_cut_by_fov(wide, (10, 20))) == {"right", "left"}
 
 
+def test_fill_holes_for_a_stack_equals_the_per_slice_fill() -> None:
+    from scipy import ndimage
+
+    from service.pipeline.qa_signals import _fill_holes_per_slice
+
+    rng = np.random.default_rng(3)
+    stack = ndimage.binary_opening(rng.random((7, 40, 50)) > 0.45, iterations=1)  # ragged shapes with holes
+    stack[2] = False
+    stack[3, 5:30, 5:30] = True
+    stack[3, 10:20, 10:20] = False  # a hole; slices 2 and 4 above and below must not leak into it
+    stack[4, :, 0] = True  # touches the border
+    want = np.stack([ndimage.binary_fill_holes(s) for s in stack])
+    got = _fill_holes_per_slice(stack)
+    assert np.array_equal(got, want) and got[3, 15, 15] and want.sum() > stack.sum()
+
+
 def test_band_and_uncertain_slices() -> None:
     m = np.zeros((10, 12, 12), bool)
     m[2:8, 3:9, 3:9] = True
@@ -299,7 +315,7 @@ def test_band_and_uncertain_slices() -> None:
     unc = np.zeros(m.shape, np.float32)
     unc[6] = 1.0
     unc[3, 5, 5] = 0.2
-    top = uncertain_slices(unc, m, top=2)
+    top = uncertain_slices(BoxedMap.whole(unc), m, top=2)
     assert top[0][0] == 6 and top[1][0] == 3
 
 
@@ -316,6 +332,46 @@ def test_perturbation_helpers() -> None:
     cube[3:6, 3:6, 3:6] = 1.0
     assert _zoom_about_centre(cube, 1.0 + 1e-9, 0.0).sum() == pytest.approx(27.0, abs=0.01)
     assert _zoom_about_centre(cube, 2.0, 0.0).sum() > 27.0 * 4
+
+
+def _voxelwise_net(calls: list[tuple[int, ...]]):
+    """A stand-in network, voxel by voxel: bright input (normalised HU near 1) is gland, split evenly between the
+    two glands (so mirroring changes nothing); records the shape of every input it is given."""
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        calls.append(tuple(x.shape[1:4]))
+        fg = 0.4 * np.clip(x[..., 0], 0.0, 1.0)
+        return np.stack([1.0 - 2.0 * fg, fg, fg], axis=-1).astype(np.float32)
+
+    return predict
+
+
+def test_extra_members_run_on_the_glands_region_only() -> None:
+    from service.pipeline.infer import predict_probabilities
+    from service.pipeline.plan import Plan
+    from service.pipeline.qa_perturb import glands_region, predict_with_members
+
+    plan = Plan(labels=LABELS, inference_window_zyx=(64, 96, 96), tta_lr_flip=True)
+    x = np.full((60, 90, 90), -4.0, np.float32)  # air
+    x[2:58, 5:85, 5:85] = 0.0  # the body: its box is most of the grid
+    x[30:36, 40:46, 20:26] = 1.0  # one bright blob: the only "gland"
+    calls: list[tuple[int, ...]] = []
+    mp = predict_with_members(_voxelwise_net(calls), x, plan, ("shift:1,1,1", "scale:0.9"))
+    assert np.array_equal(mp.probs_zyxc, predict_probabilities(_voxelwise_net([]), x, plan))  # contours unchanged
+    assert mp.member_names == ["identity", "lr_flip", "shift:1,1,1", "scale:0.9"]
+    body_calls, extra_calls = calls[:2], calls[2:]
+    assert len(extra_calls) == 2 and all(np.prod(c) < np.prod(body_calls[0]) / 3 for c in extra_calls)
+    region = glands_region(mp.member_labels[0], 3, plan.spacing_mm_zyx)
+    assert region is not None and region[0] == slice(22, 44) and region[1] == slice(28, 58)  # 20 / 48 mm of context
+    # a voxel-wise network is shift-equivariant: the shifted member agrees; the scaled one blurs the blob's faces
+    assert np.array_equal(mp.member_labels[2], mp.member_labels[0])
+    moved = np.argwhere(mp.member_labels[3] != mp.member_labels[0])
+    assert moved.size and moved.min(axis=0).tolist() >= [29, 39, 19] and moved.max(axis=0).tolist() <= [36, 46, 26]
+    assert mp.uncertainty_zyx[:22].max() == 0.0 and mp.uncertainty_zyx[region].max() > 0.5
+    calls.clear()
+    dark = np.where(x > 0.5, 0.0, x)  # no gland anywhere: the extra members are not run
+    none = predict_with_members(_voxelwise_net(calls), dark, plan, ("shift:1,1,1",))
+    assert len(calls) == 2 and np.array_equal(none.member_labels[2], none.member_labels[0])
 
 
 def test_quality_estimate_is_a_logistic_and_refuses_missing_features() -> None:
