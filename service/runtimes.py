@@ -27,9 +27,9 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 RUNTIMES = ("tensorflow", "openvino", "onnxruntime")
 ONNX_FILE = "model.onnx"
 # what ``auto`` serves an exported bundle with on the CPU. OpenVINO is adopted only if `make bench` measures it
-# faster than TensorFlow on the bench input: on 2026-12-02 (loaded machine) it was not (model stage 20.5 s vs
-# 20.0 s, 26.7 vs 25.5 s), while its peak memory was 0.98 GiB against 2.3 GiB (docs/benchmarks.md). Deployments
-# short of memory set PAROTID_RUNTIME=openvino.
+# faster than TensorFlow on the bench input: on 2026-12-02, with TensorFlow running one traced graph, it was not
+# (model stage 7.7 s against 5.7 s on the 512 x 512 x 154 bench CT, one core free), while its peak memory was lower
+# (1.08 GiB against 1.45 GiB; docs/benchmarks.md). Deployments short of memory set PAROTID_RUNTIME=openvino.
 DEFAULT_CPU_RUNTIME = "tensorflow"
 _MODULES = {"tensorflow": "tensorflow", "openvino": "openvino", "onnxruntime": "onnxruntime"}
 
@@ -74,9 +74,23 @@ def _tensorflow(path: Path) -> PredictFn:
     import service.pipeline.model_layers  # noqa: F401  (registers the custom layers)
 
     model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    if keras.backend.backend() != "tensorflow":  # e.g. KERAS_BACKEND=torch in a training process
+
+        def predict_eager(x: np.ndarray) -> np.ndarray:
+            return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+
+        return predict_eager
+    import tensorflow as tf
+
+    # one traced graph for every window shape: TensorFlow's graph optimiser frees activations as soon as they are
+    # used and fuses operations, so a 128 x 96 x 128 window peaks at about 1.0 GiB instead of 2.0 GiB in eager
+    # mode, and runs faster; probabilities equal the eager call's to 1e-6 (tests/test_runtimes.py)
+    n_channels = int(model.inputs[0].shape[-1])
+    signature = [tf.TensorSpec([None, None, None, None, n_channels], tf.float32)]
+    graph = tf.function(lambda x: model(x, training=False), input_signature=signature, autograph=False)
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+        return np.asarray(graph(np.ascontiguousarray(x, dtype=np.float32)))
 
     return predict
 

@@ -56,6 +56,23 @@ def test_runtime_matches_tensorflow(exported: BundleRef, runtime: str) -> None:
     assert float(np.abs(got.predict(y) - load_bundle(exported, "tensorflow").predict(y)).max()) <= 1e-4
 
 
+def test_tensorflow_graph_equals_the_eager_call_for_every_window_shape(exported: BundleRef) -> None:
+    """The TensorFlow runtime runs one traced graph (input shape left open) instead of the eager Keras call: same
+    probabilities for windows of different shapes."""
+    import keras
+
+    import service.pipeline.model_layers  # noqa: F401
+
+    eager = keras.saving.load_model(exported.path / "model.keras", compile=False, safe_mode=True)
+    predict = load_bundle(exported, "tensorflow").predict
+    for i, shape in enumerate([(1, 32, 64, 48, 1), (1, 16, 32, 32, 1), (1, 48, 32, 64, 1)]):
+        x = np.random.default_rng(i).normal(0.0, 0.6, size=shape).astype(np.float32)
+        want = np.asarray(keras.ops.convert_to_numpy(eager(x, training=False)))
+        got = predict(x)
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert float(np.abs(got - want).max()) <= 1e-5
+
+
 def test_tampered_export_is_refused(tmp_path: Path) -> None:
     build_test_bundle(tmp_path, name="t", base_filters=4)
     ref = resolve_bundle("t", tmp_path)
