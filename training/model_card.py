@@ -29,6 +29,9 @@ def write_model_card(bundle: Path, name: str, version: str, metrics: dict, plan:
         + (
             "0.7 x (1 - modified Dice) + 0.3 x focal (gamma 1, alpha 0.3/0.35/0.35)."
             if tr.get("loss") == "combined"
+            else "0.7 x (1 - modified Dice) + 0.3 x focal (gamma 1, alpha 0.3/0.35/0.35) + 0.2 x per-gland relative "
+            "volume error |sum p - sum g| / (sum g + 100 voxels)."
+            if tr.get("loss") == "combined-volume"
             else f"{tr.get('loss')}."
         ),
         "",

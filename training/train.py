@@ -42,7 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-filters", type=int, default=8)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--max-filters", type=int, default=128, help="cap on the filters of the deepest levels")
-    p.add_argument("--loss", choices=["combined", "cce"], default="combined")
+    p.add_argument(
+        "--loss",
+        choices=["combined", "combined-volume", "cce"],
+        default="combined",
+        help="combined = 0.7 Dice + 0.3 focal (the study's); combined-volume adds 0.2 x a per-gland relative "
+        "volume term (training/losses.py)",
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--steps-per-epoch", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=2)

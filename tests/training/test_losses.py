@@ -14,7 +14,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from training.losses import CombinedLoss, dice_loss, focal_loss, gland_metrics, make_loss, modified_dice  # noqa: E402
+from training.losses import (  # noqa: E402
+    CombinedLoss,
+    dice_loss,
+    focal_loss,
+    gland_metrics,
+    make_loss,
+    modified_dice,
+    volume_loss,
+)
 from training.validation import combined_loss_np  # noqa: E402
 
 LABELS = ("background", "Parotid_R", "Parotid_L")
@@ -139,3 +147,29 @@ def test_combined_loss_np_matches_keras() -> None:
     label[:2] = 0
     keras_value = float(_np(CombinedLoss()(np.eye(3, dtype=np.float32)[label][None], probs[None])))
     assert combined_loss_np(probs, label, 3) == pytest.approx(keras_value, rel=1e-5)
+
+
+def test_volume_term_by_hand_and_in_the_combined_loss() -> None:
+    # two patches of 1 x 1 x 4 voxels, classes (background, R, L):
+    #   patch 0: true R volume 2, predicted soft R volume 0.9 + 0.8 + 0.5 + 0.4 = 2.6; no L, predicted 0.1 in total
+    #   patch 1: nothing true; predicted R 0.2 in total, L 0.0
+    y_true = np.zeros((2, 1, 1, 4, 3), np.float32)
+    y_pred = np.zeros((2, 1, 1, 4, 3), np.float32)
+    y_true[0, 0, 0, :2, 1] = 1.0
+    y_true[0, 0, 0, 2:, 0] = 1.0
+    y_true[1, ..., 0] = 1.0
+    y_pred[0, 0, 0, :, 1] = [0.9, 0.8, 0.5, 0.4]
+    y_pred[0, 0, 0, 0, 2] = 0.1
+    y_pred[1, 0, 0, 0, 1] = 0.2
+    y_pred[..., 0] = 1.0 - y_pred[..., 1] - y_pred[..., 2]
+    # terms with smooth 100: |2.6 - 2| / 102 = 0.0058824, 0.1 / 100 = 0.001, 0.2 / 100 = 0.002, 0 / 100 = 0
+    expected = (0.6 / 102 + 0.001 + 0.002 + 0.0) / 4
+    assert float(_np(volume_loss(y_true, y_pred))) == pytest.approx(expected, rel=1e-5)
+    # smooth 1: the volume error of a small gland costs more
+    assert float(_np(volume_loss(y_true, y_pred, smooth=1.0))) == pytest.approx((0.6 / 3 + 0.1 + 0.2) / 4, rel=1e-5)
+    plain, with_volume = make_loss("combined"), make_loss("combined-volume")
+    diff = float(_np(with_volume(y_true, y_pred))) - float(_np(plain(y_true, y_pred)))
+    assert diff == pytest.approx(0.2 * expected, rel=1e-4)
+    assert with_volume.get_config()["volume_weight"] == 0.2 and plain.get_config()["volume_weight"] == 0.0
+    with pytest.raises(ValueError, match="combined-volume"):
+        make_loss("dice")
