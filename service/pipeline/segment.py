@@ -182,7 +182,7 @@ def write_outputs(
 
             with timer.stage(Stage.UNCERTAINTY):
                 tmp_un = uncertainty_path.with_name(f".{uncertainty_path.name}.partial.nii.gz")
-                write_uncertainty_nifti(result.ct, result.uncertainty.full(), tmp_un)
+                write_uncertainty_nifti(result.ct, result.uncertainty, tmp_un)
                 pending.append((tmp_un, uncertainty_path))
         glands = {
             label: g.model_copy(update={"roi_name": template.roi_name(label), "display_color_rgb": colors[label]})

@@ -52,6 +52,37 @@ def nifti_bytes(array_zyx: np.ndarray, spacing_mm_zyx, origin_lps, *, compressle
     return gzip.compress(raw, compresslevel=compresslevel, mtime=0)
 
 
+def nifti_header_bytes(shape_zyx, spacing_mm_zyx, origin_lps, dtype) -> bytes:
+    """The header (and empty extension block) of ``nifti_bytes``'s file: what precedes the voxel data."""
+    affine = ras_affine(tuple(shape_zyx), spacing_mm_zyx, origin_lps)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(tuple(int(n) for n in shape_zyx[::-1]))
+    hdr.set_data_dtype(np.dtype(dtype))
+    hdr.set_qform(affine, code=1)
+    hdr.set_sform(affine, code=1)
+    hdr.set_xyzt_units("mm")
+    hdr["vox_offset"] = 352
+    return hdr.binaryblock + b"\0\0\0\0"
+
+
+def write_nifti_slices(
+    path: Path, slices_zyx, shape_zyx, spacing_mm_zyx, origin_lps, dtype, *, compresslevel: int = 1
+) -> None:
+    """Write the same gzipped NIfTI-1 file as ``nifti_bytes`` from an iterable of axial slices (``array_zyx[k]``
+    for k = 0, 1, ...), without holding the volume: RAS order stores x fastest, then y, then z, i.e. each slice
+    flipped in both axes, one after the other."""
+    n = 0
+    with Path(path).open("wb") as fh, gzip.GzipFile("", "wb", compresslevel, fh, mtime=0) as gz:
+        gz.write(nifti_header_bytes(shape_zyx, spacing_mm_zyx, origin_lps, dtype))
+        for sl in slices_zyx:
+            if sl.shape != tuple(shape_zyx[1:]):
+                raise ValueError(f"slice {n}: shape {sl.shape} != {tuple(shape_zyx[1:])}")
+            gz.write(np.ascontiguousarray(np.asarray(sl, dtype=dtype)[::-1, ::-1]).tobytes())
+            n += 1
+    if n != shape_zyx[0]:
+        raise ValueError(f"{n} slices written for a grid of {shape_zyx[0]}")
+
+
 def read_label_nifti(data: bytes, shape_zyx, spacing_mm_zyx, origin_lps, *, name: str) -> np.ndarray:
     """A label map uploaded by a client, checked against the CT grid, as a uint8 ``array_zyx``.
 
