@@ -59,6 +59,14 @@ def _blobs(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
+def _synthetic_grids(ct_spacing, background_weight: float) -> tuple[Plan, tuple[int, int, int], tuple[int, ...]]:
+    """A plan, a 24 x 30 x 32 model grid and the CT grid of ``ct_spacing`` over the same extent."""
+    plan = Plan(labels=LABELS, background_weight=background_weight)
+    model_shape = (24, 30, 32)
+    extent = [(n - 1) * s for n, s in zip(model_shape, plan.spacing_mm_zyx, strict=True)]
+    return plan, model_shape, tuple(int(e // s) + 1 for e, s in zip(extent, ct_spacing, strict=True))
+
+
 @pytest.mark.parametrize("background_weight", [1.0, 0.6])
 @pytest.mark.parametrize(
     "ct_spacing",
@@ -66,10 +74,7 @@ def _blobs(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     ids=["clinical", "odd", "same-inplane", "coarser"],
 )
 def test_box_path_equals_whole_grid_on_synthetic_fields(ct_spacing, background_weight: float) -> None:
-    plan = Plan(labels=LABELS, background_weight=background_weight)
-    model_shape = (24, 30, 32)
-    extent = [(n - 1) * s for n, s in zip(model_shape, plan.spacing_mm_zyx, strict=True)]
-    ct_shape = tuple(int(e // s) + 1 for e, s in zip(extent, ct_spacing, strict=True))
+    plan, model_shape, ct_shape = _synthetic_grids(ct_spacing, background_weight)
     for seed in range(3):
         probs = _blobs(model_shape, seed)
         got = postprocess_on_ct_grid(probs, plan, ct_spacing, ct_shape)
@@ -163,10 +168,7 @@ def _assert_same_qa(probs: np.ndarray, unc_model: np.ndarray, plan: Plan, spacin
 @pytest.mark.parametrize("background_weight", [1.0, 0.6])
 @pytest.mark.parametrize("ct_spacing", [(2.5, 1.0, 1.0), (5.0, 5.5, 5.5)], ids=["clinical", "coarser"])
 def test_qa_signals_in_boxes_equal_the_whole_grid_on_synthetic_fields(ct_spacing, background_weight: float) -> None:
-    plan = Plan(labels=LABELS, background_weight=background_weight)
-    model_shape = (24, 30, 32)
-    extent = [(n - 1) * s for n, s in zip(model_shape, plan.spacing_mm_zyx, strict=True)]
-    ct_shape = tuple(int(e // s) + 1 for e, s in zip(extent, ct_spacing, strict=True))
+    plan, model_shape, ct_shape = _synthetic_grids(ct_spacing, background_weight)
     for seed in range(2):
         probs = _blobs(model_shape, seed)
         unc = (1.0 - probs.max(axis=-1)).astype(np.float32)  # high at the gland borders, near 0 far from them
