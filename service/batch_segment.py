@@ -4,8 +4,10 @@ The inputs (folders searched recursively, or files) are scanned once, file by fi
 reported and skipped, it does not stop the batch), and the CT files grouped by (0020,000E) Series Instance UID.
 Each series is segmented on its own files by the same pipeline as a single ``segment`` run and gets its own
 folder ``OUT_DIR/series_NNN/`` (numbered in the order of the series' first file path) with ``rtstruct.dcm``,
-``qa.json`` and ``preview.png``. ``OUT_DIR/summary.csv`` lists every series (folder, Series Instance UID, the
-folder its files are in, status, QA status, gland volumes, the error of a failed one) and every unreadable file.
+``qa.json`` and ``preview.png``, and with ``extras`` (``--batch-outputs``) ``seg.dcm``, ``masks_<gland>.nii.gz``
+and/or ``uncertainty.nii.gz``, all from the same masks (``service.exports.write_with_research_outputs``).
+``OUT_DIR/summary.csv`` lists every series (folder, Series Instance UID, the folder its files are in, status, QA
+status, gland volumes, the error of a failed one) and every unreadable file.
 
 Exit status: 0 when every series was segmented; 3 when some failed (the others' outputs are written; see
 summary.csv); 2 when no CT series was found or none could be segmented.
@@ -26,6 +28,7 @@ from service.pipeline.series_scan import list_input_files, scan_inputs
 from service.pipeline.structures import StructureTemplate
 
 EXIT_SOME_FAILED = 3
+EXTRA_OUTPUTS = ("seg", "nifti", "uncertainty")
 FIELDS = ("folder", "series_instance_uid", "input_folder", "n_files", "status", "qa_status", "Parotid_L_cc",
           "Parotid_R_cc", "error")  # fmt: skip
 
@@ -57,10 +60,12 @@ def segment_batch(
     store: Path,
     progress: Callable[[int, int, str, str], None] | None = _progress_line,
     structures: StructureTemplate | None = None,
+    extras: Sequence[str] = (),
 ) -> int:
     """Segment every series; write the outputs and summary.csv; return the exit status (see the module doc)."""
+    from service.exports import write_with_research_outputs
     from service.model_bundle import resolve_bundle
-    from service.pipeline.segment import segment_series
+    from service.pipeline.segment import run_segmentation
 
     resolve_bundle(model, store)  # MODEL_NOT_FOUND before any work
     series, unreadable = find_series(inputs)
@@ -78,13 +83,14 @@ def segment_batch(
         folder = out_dir / name
         try:
             folder.mkdir(exist_ok=True)
-            qa = segment_series(
-                files,
-                rtstruct_path=folder / "rtstruct.dcm",
+            qa = write_with_research_outputs(
+                run_segmentation(files, model=model, store=store),
+                folder / "rtstruct.dcm",
                 qa_path=folder / "qa.json",
                 preview_path=folder / "preview.png",
-                model=model,
-                store=store,
+                uncertainty_path=folder / "uncertainty.nii.gz" if "uncertainty" in extras else None,
+                seg_path=folder / "seg.dcm" if "seg" in extras else None,
+                nifti_prefix=folder / "masks" if "nifti" in extras else None,
                 structures=structures,
             )
             row.update(status="ok", qa_status=qa.status)

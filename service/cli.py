@@ -48,16 +48,30 @@ def _roi_suffix(value: str) -> str:
         raise argparse.ArgumentTypeError(exc.errors()[0]["msg"]) from None
 
 
+def _batch_outputs(value: str) -> tuple[str, ...]:
+    from service.batch_segment import EXTRA_OUTPUTS
+
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in EXTRA_OUTPUTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown output(s) {', '.join(unknown)}; expected {', '.join(EXTRA_OUTPUTS)}")
+    return names
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from service.pipeline.segment import segment_series
     from service.pipeline.structures import StructureTemplate
 
+    if args.batch is None and args.batch_outputs:
+        message = "--batch-outputs is for --batch; one series takes --seg, --nifti, --uncertainty"
+        raise InputError(ErrorCode.BAD_REQUEST, message)
     if args.batch is not None:
         from service.batch_segment import segment_batch
 
         for flag in ("qa", "preview", "reference", "series_uid", "seg", "nifti", "uncertainty"):
             if getattr(args, flag) is not None:
-                raise InputError(ErrorCode.BAD_REQUEST, f"--{flag.replace('_', '-')} is for one series, not --batch")
+                hint = "; with --batch use --batch-outputs seg,nifti,uncertainty"
+                raise InputError(ErrorCode.BAD_REQUEST, f"--{flag.replace('_', '-')} is for one series{hint}")
         return segment_batch(
             [Path(p) for p in args.ct_dir],
             args.batch,
@@ -65,6 +79,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             store=args.model_store,
             progress=None if args.quiet else _batch_progress,
             structures=StructureTemplate(suffix=args.roi_suffix),
+            extras=args.batch_outputs,
         )
 
     for p in (args.output, args.qa, args.preview, args.seg, args.nifti, args.uncertainty):
@@ -106,8 +121,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
     """RTSTRUCT (+ QA, preview) and a DICOM SEG and/or NIfTI masks from the same masks; on any error none stays."""
-    from service.exports import write_nifti_masks, write_seg
-    from service.pipeline.segment import run_segmentation, write_outputs
+    from service.exports import write_with_research_outputs
+    from service.pipeline.segment import run_segmentation
     from service.pipeline.structures import StructureTemplate
 
     result = run_segmentation(
@@ -118,22 +133,16 @@ def _segment_with_research_outputs(args: argparse.Namespace) -> QAReport:
         store=args.model_store,
         progress=None if args.quiet else _progress,
     )
-    template = StructureTemplate(suffix=args.roi_suffix)  # the RTSTRUCT's names and colours, for every output
-    masks = template.rename({label: g.mask_zyx for label, g in result.glands.items()})
-    colors = template.rename(template.colors_for(list(result.glands)))
-    ref = result.model.ref
-    written: list[Path] = []
-    try:
-        if args.seg is not None:
-            write_seg(args.seg, result.ct, masks, model_name=ref.name, model_version=ref.version, colors=colors)
-            written.append(args.seg)
-        if args.nifti is not None:
-            written += write_nifti_masks(args.nifti, result.ct, masks)
-        return write_outputs(result, args.output, args.qa, args.preview, None, args.uncertainty, structures=template)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    return write_with_research_outputs(
+        result,
+        args.output,
+        qa_path=args.qa,
+        preview_path=args.preview,
+        uncertainty_path=args.uncertainty,
+        seg_path=args.seg,
+        nifti_prefix=args.nifti,
+        structures=StructureTemplate(suffix=args.roi_suffix),
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -206,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT_DIR/summary.csv; exit 0 all done, 3 some failed, 2 none",
     )
     seg.add_argument("--qa", type=Path, help="QA JSON file to write")
+    seg.add_argument(
+        "--batch-outputs",
+        type=_batch_outputs,
+        default=(),
+        metavar="LIST",
+        help="with --batch: also write, per series folder, any of seg (seg.dcm), nifti (masks_<gland>.nii.gz), "
+        "uncertainty (uncertainty.nii.gz), comma-separated",
+    )
     seg.add_argument("--seg", type=Path, help="also write the masks as a DICOM SEG (research pipelines)")
     seg.add_argument("--nifti", type=Path, metavar="PREFIX", help="also write PREFIX_<gland>.nii.gz masks")
     seg.add_argument("--preview", type=Path, help="preview PNG file to write")

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.fileio import default_file_mode, write_atomic
 from service.pipeline.volume import Volume
+
+if TYPE_CHECKING:
+    from service.pipeline.qa import QAReport
+    from service.pipeline.segment import SegmentationResult
+    from service.pipeline.structures import StructureTemplate
 
 
 def canonical_affine_lps(ct: Volume) -> np.ndarray:
@@ -127,3 +132,37 @@ def write_nifti_masks(prefix: Path, ct: Volume, masks: dict[str, np.ndarray]) ->
         write_atomic(path, data, mode=default_file_mode())
         paths.append(path)
     return paths
+
+
+def write_with_research_outputs(
+    result: SegmentationResult,
+    rtstruct_path: Path,
+    *,
+    qa_path: Path | None = None,
+    preview_path: Path | None = None,
+    uncertainty_path: Path | None = None,
+    seg_path: Path | None = None,
+    nifti_prefix: Path | None = None,
+    structures: StructureTemplate | None = None,
+) -> QAReport:
+    """The RTSTRUCT (+ QA, preview, uncertainty: ``segment.write_outputs``) and a DICOM SEG and/or NIfTI masks from
+    the same masks, names and colours; on any error none of them stays."""
+    from service.pipeline.segment import write_outputs
+    from service.pipeline.structures import DEFAULT_TEMPLATE
+
+    template = structures or DEFAULT_TEMPLATE
+    masks = template.rename({label: g.mask_zyx for label, g in result.glands.items()})
+    colors = template.rename(template.colors_for(list(result.glands)))
+    ref = result.model.ref
+    written: list[Path] = []
+    try:
+        if seg_path is not None:
+            write_seg(seg_path, result.ct, masks, model_name=ref.name, model_version=ref.version, colors=colors)
+            written.append(seg_path)
+        if nifti_prefix is not None:
+            written += write_nifti_masks(nifti_prefix, result.ct, masks)
+        return write_outputs(result, rtstruct_path, qa_path, preview_path, None, uncertainty_path, structures=template)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise

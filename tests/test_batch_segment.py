@@ -61,3 +61,35 @@ def test_batch_all_ok_exits_0_and_refuses_single_series_flags(oracle_store: Path
     assert main([*args, "--quiet"]) == 0
     assert main([*args, "--qa", str(tmp_path / "qa.json")]) == 2
     assert main(["--model-store", str(oracle_store), "segment", str(tmp_path / "nothing"), "--batch", "x"]) == 2
+
+
+def test_batch_outputs_seg_nifti_uncertainty(oracle_store: Path, tmp_path: Path) -> None:
+    """``--batch-outputs seg,nifti,uncertainty``: per series a DICOM SEG, NIfTI masks and the uncertainty map, the
+    masks the same as the RTSTRUCT's; the flag is refused without --batch and an unknown output name is refused."""
+    import nibabel as nib
+    import numpy as np
+    import pydicom
+
+    from service.review.nifti import ras_to_zyx
+
+    hu, expected = oracle_phantom()
+    write_ct_series(tmp_path / "in" / "a", hu, (2.5, 4.0, 4.0), (0.0, 0.0, 0.0))
+    out = tmp_path / "out"
+    args = ["--model-store", str(oracle_store), "segment", str(tmp_path / "in"), "--quiet"]
+    assert main([*args, "--batch", str(out), "--batch-outputs", "seg,nifti,uncertainty"]) == 0
+    folder = out / "series_001"
+    assert {p.name for p in folder.iterdir()} == {"rtstruct.dcm", "qa.json", "preview.png", "seg.dcm",
+                                                  "masks_Parotid_L.nii.gz", "masks_Parotid_R.nii.gz",
+                                                  "uncertainty.nii.gz"}  # fmt: skip
+    seg = pydicom.dcmread(folder / "seg.dcm")
+    assert seg.Modality == "SEG" and {s.SegmentLabel for s in seg.SegmentSequence} == {"Parotid_L", "Parotid_R"}
+    ct = load_series(tmp_path / "in" / "a")
+    back = read_rtstruct_masks(folder / "rtstruct.dcm", ct, ["Parotid_L", "Parotid_R"])
+    for g in ("Parotid_L", "Parotid_R"):
+        nifti = ras_to_zyx(np.asarray(nib.load(folder / f"masks_{g}.nii.gz").dataobj)).astype(bool)
+        assert dice(nifti, expected[g]) > 0.95 and dice(nifti, back[g]) > 0.95
+    assert nib.load(folder / "uncertainty.nii.gz").shape == hu.shape[::-1]
+    assert main([*args, "--output", str(tmp_path / "rs.dcm"), "--batch-outputs", "seg"]) == 2  # not without --batch
+    assert not (tmp_path / "rs.dcm").exists()
+    with pytest.raises(SystemExit):
+        main([*args, "--batch", str(tmp_path / "o2"), "--batch-outputs", "seg,stl"])
