@@ -24,10 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench.data import CLINICAL, load_sample_hu, resample_to_grid
     from service.model_bundle import load_bundle, resolve_bundle
     from service.pipeline.infer import body_box, predict_probabilities
-    from service.pipeline.postprocess import weighted_argmax
     from service.pipeline.preprocess import preprocess_volume
     from service.pipeline.qa_calibration import load_calibration
-    from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, glands_region, predict_with_members
+    from service.pipeline.qa_perturb import DEFAULT_PERTURBATIONS, predict_with_members
     from service.pipeline.volume import Volume
 
     ref = resolve_bundle(None)
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ct = Volume(ct_hu, (CLINICAL.slice_mm, CLINICAL.pixel_mm, CLINICAL.pixel_mm), (0.0, 0.0, 0.0))
     x = preprocess_volume(ct, plan)
     box = body_box(x, plan)
-    probs = predict_probabilities(loaded.predict, x, plan)  # warm-up
-    region = glands_region(weighted_argmax(probs[box], plan.background_weight), len(plan.labels), plan.spacing_mm_zyx)
+    region = predict_with_members(loaded.predict, x, plan, extra).region  # also the warm-up
 
     def size(slices: tuple[slice, ...] | None) -> str:
         return "none" if slices is None else " x ".join(str(s.stop - s.start) for s in slices)

@@ -85,9 +85,11 @@ def population_stats(pop_rows: list[dict], source: str):
     return Population(source=source, n_glands=len(pop_rows), stats=stats)
 
 
-def _is_poor(r: dict) -> bool:
+def is_poor(r: dict) -> bool:
+    """The QA's "poor gland": Dice < 0.75 or HD95 > 8 mm against the reference; a missing (None or NaN) value
+    counts as poor."""
     d, h = r.get("dice"), r.get("hd95_mm")
-    return d is None or d < POOR_DICE or h is None or h > POOR_HD95_MM
+    return d is None or not d >= POOR_DICE or h is None or not h <= POOR_HD95_MM
 
 
 def calibrate(
@@ -107,7 +109,7 @@ def calibrate(
     feats = [derive_features(r, population) for r in rows]
     names = sorted(k for k in feats[0] if all(math.isfinite(f.get(k, float("nan"))) for f in feats))
     x = np.array([[f[k] for k in names] for f in feats], dtype=float)
-    y = np.array([_is_poor(r) for r in rows])
+    y = np.array([is_poor(r) for r in rows])
     dice = np.array([r["dice"] for r in rows], dtype=float)
     groups = np.array([r["patient"] for r in rows])
     univariate = {k: auroc(x[:, j], y) for j, k in enumerate(names)}

@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 
-POOR_DICE, POOR_HD95_MM = 0.75, 8.0
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.qa_second_opinion", description=__doc__)
@@ -41,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.pipeline.infer import predict_probabilities
     from service.pipeline.preprocess import preprocess_volume
     from service.pipeline.volume import Volume
+    from training.calibrate_qa import is_poor
     from training.data.case import SkipReport
     from training.prepare import iter_cases
     from training.qa_fit import auroc, bootstrap_auroc_ci
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         print(f"{case.case_id}: " + ", ".join(f"{r['gland']} {r['dice_ab']:.3f}" for r in rows[-2:]), file=sys.stderr)
-    poor = np.array([r["dice"] < POOR_DICE or not r["hd95_mm"] <= POOR_HD95_MM for r in rows])
+    poor = np.array([is_poor(r) for r in rows])
     groups = np.array([r["patient"] for r in rows])
     report: dict[str, object] = {"bundle": str(args.bundle), "second": str(args.second), "n_glands": len(rows),
                                  "n_poor": int(poor.sum())}  # fmt: skip

@@ -16,6 +16,7 @@ from service.pipeline.gland_boxes import GlandProbabilities
 from service.pipeline.postprocess import GlandMask, weighted_argmax
 from service.pipeline.qa_perturb import MemberPrediction
 from service.pipeline.qa_signals import (
+    PROBABILITY_KEYS,
     blanked_slices,
     body_cut_by_fov,
     body_landmarks,
@@ -82,7 +83,7 @@ def collect_gland_signals(
         c = gp.channel
         s: dict[str, float] = {}
         if gp.box is None or gp.probs_zyxc is None:  # no voxel can be this gland: the mask is empty
-            s.update(probability_structure(np.zeros((1, 1, 1, c + 1), np.float32), c, np.zeros((1, 1, 1), bool)))
+            s.update(dict.fromkeys(PROBABILITY_KEYS, float("nan")))
         else:
             s.update(probability_structure(gp.probs_zyxc, c, g.mask_zyx[gp.box]))
         s.update(gland_geometry(hu_zyx, g.mask_zyx, spacing_mm_zyx, origin_lps, body))

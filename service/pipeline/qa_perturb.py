@@ -102,6 +102,7 @@ class MemberPrediction:
     member_names: list[str]
     member_labels: list[np.ndarray]  # per member, the weighted-argmax label map (model grid, int8)
     uncertainty_zyx: np.ndarray  # float32 in [0, 1]: max(normalised entropy, member disagreement)
+    region: tuple[slice, ...] | None = None  # where the extra members ran (model grid); None: nowhere
 
 
 def glands_region(labels_zyx: np.ndarray, n_classes: int, spacing_mm_zyx: Sequence[float]) -> tuple[slice, ...] | None:
@@ -164,9 +165,10 @@ def predict_with_members(
     if len(labels_full) > 1:
         unc_box = np.maximum(unc_box, member_disagreement_map([lab[box] for lab in labels_full]))
     unc = np.zeros(x_zyx.shape, dtype=np.float32)
+    inner = None  # the region in the model grid's coordinates (it was found in the body box's)
     if region is None:
         unc[box] = unc_box
     else:  # the map is about the contours: zero away from the glands' region
         inner = tuple(slice(b.start + r.start, b.start + r.stop) for b, r in zip(box, region, strict=True))
         unc[inner] = unc_box[region]
-    return MemberPrediction(out, list(labels_box), labels_full, unc)
+    return MemberPrediction(out, list(labels_box), labels_full, unc, inner)

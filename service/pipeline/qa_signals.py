@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 UNCERTAIN_LOW = 0.2  # gland probability above which a voxel counts as uncertain (below UNCERTAIN_HIGH)
 UNCERTAIN_HIGH = 0.8
+PROBABILITY_KEYS = ("band_entropy", "band_margin", "uncertain_fraction", "outside_mass_fraction", "mean_probability")
 _STRUCT_6 = ndimage.generate_binary_structure(3, 1)
 _EPS = 1e-6
 
@@ -91,9 +92,7 @@ def probability_structure(
     nan = float("nan")
     found = band_in_box(mask, band_vox)
     if found is None:
-        return dict.fromkeys(
-            ("band_entropy", "band_margin", "uncertain_fraction", "outside_mass_fraction", "mean_probability"), nan
-        )
+        return dict.fromkeys(PROBABILITY_KEYS, nan)
     p = np.asarray(probs_zyxc[..., channel], dtype=np.float32)
     box, band = found
     near = np.asarray(probs_zyxc[box], dtype=np.float32)[band]  # (voxels in the band, C)

@@ -43,13 +43,8 @@ def ras_to_zyx(data_ras: np.ndarray) -> np.ndarray:
 
 def nifti_bytes(array_zyx: np.ndarray, spacing_mm_zyx, origin_lps, *, compresslevel: int = 1) -> bytes:
     """A gzipped NIfTI-1 file (qform and sform code 1, scanner anatomical) of ``array_zyx``."""
-    affine = ras_affine(array_zyx.shape, spacing_mm_zyx, origin_lps)  # type: ignore[arg-type]
-    img = nib.Nifti1Image(zyx_to_ras(array_zyx), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm")
-    raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=compresslevel, mtime=0)
+    header = nifti_header_bytes(array_zyx.shape, spacing_mm_zyx, origin_lps, array_zyx.dtype)
+    return gzip.compress(header + zyx_to_ras(array_zyx).tobytes(order="F"), compresslevel=compresslevel, mtime=0)
 
 
 def nifti_header_bytes(shape_zyx, spacing_mm_zyx, origin_lps, dtype) -> bytes:

@@ -363,6 +363,7 @@ def test_extra_members_run_on_the_glands_region_only() -> None:
     assert len(extra_calls) == 2 and all(np.prod(c) < np.prod(body_calls[0]) / 3 for c in extra_calls)
     region = glands_region(mp.member_labels[0], 3, plan.spacing_mm_zyx)
     assert region is not None and region[0] == slice(22, 44) and region[1] == slice(28, 58)  # 20 / 48 mm of context
+    assert mp.region == region  # the prediction says where its extra members ran
     # a voxel-wise network is shift-equivariant: the shifted member agrees; the scaled one blurs the blob's faces
     assert np.array_equal(mp.member_labels[2], mp.member_labels[0])
     moved = np.argwhere(mp.member_labels[3] != mp.member_labels[0])
